@@ -1,0 +1,186 @@
+"""Every event that travels on the bus: the contract between sources, the core and plugins.
+
+Events are frozen, slotted dataclasses. A plugin depends on this module and on the plugin API,
+never on another plugin or on a source's internals.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+Severity = Literal["info", "normal", "critical"]
+
+
+def _now() -> float:
+    return time.time()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base of every event; subscribing to `Event` receives all of them."""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsLogged(Event):
+    """One logged point of a run: canonical metric names mapped to finite or non-finite floats.
+
+    `seq` is the point's position in the store's durable log (0 before it is stored); plugins
+    use it to resume exactly where they stopped after a restart.
+    """
+
+    run: str
+    step: int
+    metrics: Mapping[str, float]
+    source: str
+    time: float = field(default_factory=_now)
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChanged(Event):
+    """The trainer reported a new status (training, completed, failed...) or progress total."""
+
+    run: str
+    status: str
+    source: str
+    step: int | None = None
+    total_steps: int | None = None
+    pid: int | None = None
+    time: float = field(default_factory=_now)
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointSaved(Event):
+    """A checkpoint folder (e.g. Hugging Face `checkpoint-N/`) was written."""
+
+    run: str
+    step: int
+    path: str
+    source: str
+    best_metric: float | None = None
+    best_checkpoint: str | None = None
+    time: float = field(default_factory=_now)
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SourceError(Event):
+    """Input that could not be used: a malformed line, bad bytes, an oversized line.
+
+    Counted and recorded, never fatal. `location` is `file:line` where a line is known.
+    """
+
+    run: str
+    source: str
+    kind: str
+    message: str
+    location: str
+    time: float = field(default_factory=_now)
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSample(Event):
+    """Disk, memory and load of the machine (and of a run's directory), sampled periodically."""
+
+    disk_path: str
+    disk_used_fraction: float
+    disk_free_bytes: int
+    memory_used_fraction: float
+    load_1m: float
+    trainer_pid: int | None = None
+    trainer_rss_bytes: int | None = None
+    time: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyDetected(Event):
+    """A detector found something a person should look at."""
+
+    run: str
+    step: int
+    kind: str
+    severity: Severity
+    metric: str
+    value: float
+    expected: float | None
+    detail: str
+    time: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyResolved(Event):
+    """An active anomaly is over (the metric is back in range)."""
+
+    run: str
+    step: int
+    kind: str
+    metric: str
+    time: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class BestModelFound(Event):
+    run: str
+    step: int
+    metric: str
+    value: float
+    checkpoint: str | None
+    time: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotCreated(Event):
+    run: str
+    step: int
+    path: str
+    source_checkpoint: str
+    time: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class InboxFileReady(Event):
+    """A file dropped into an inbox stopped changing and can be validated."""
+
+    run: str | None
+    path: str
+    sha256: str
+    time: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationFinished(Event):
+    run: str | None
+    path: str
+    score: int
+    verdict: str
+    errors: int
+    warnings: int
+    report_path: str | None
+    time: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class ComparisonFinished(Event):
+    run: str | None
+    model_a: str
+    model_b: str
+    winner: str | None
+    summary: str
+    report_path: str | None
+    time: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportWritten(Event):
+    path: str
+    period_hours: float
+    time: float = field(default_factory=_now)
+
+
+# Events that carry a run's progress; the ingest pipeline stores these before publishing them.
+RunEvent = MetricsLogged | StatusChanged | CheckpointSaved | SourceError

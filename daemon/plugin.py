@@ -1,0 +1,138 @@
+"""The plugin API: discovery through entry points, a context per plugin, isolated start and stop.
+
+Built-in plugins are registered in the `tunewatch.plugins` entry-point group exactly like a
+third-party one. A plugin that fails to load or start is reported and skipped; the others run.
+Set TUNEWATCH_LOAD_PLUGINS to a comma-separated list of names to load only those.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import structlog
+
+from tunewatch.daemon.bus import EventBus
+from tunewatch.daemon.config import ConfigError, Settings, load_settings, parse_section
+from tunewatch.daemon.store import AsyncStore
+
+ENTRY_POINT_GROUP = "tunewatch.plugins"
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PluginConfig:
+    """The section every plugin accepts at least; plugins extend it with their own fields."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PluginContext:
+    """What a plugin gets from the daemon."""
+
+    name: str
+    bus: EventBus
+    store: AsyncStore
+    config: Any  # an instance of the plugin's `Config` dataclass
+    settings: Settings
+    log: Any  # a structlog logger bound with plugin=<name>
+    run_dirs: Mapping[str, Path]  # run name -> directory, as known at start
+    notifications: bool = True
+
+    def run_path(self, run_dir: Path, configured: str) -> Path:
+        """A per-run folder such as inbox/ or reports/: relative paths live in the run directory."""
+        path = Path(configured).expanduser()
+        return path if path.is_absolute() else run_dir / path
+
+
+class Plugin(Protocol):
+    """A unit of behaviour that subscribes to the bus. One docstring line per hook."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[Any]]
+
+    def __init__(self, ctx: PluginContext) -> None:
+        """Keep the context; do no I/O here."""
+
+    async def start(self) -> None:
+        """Subscribe and start background tasks; raise to report a failed start."""
+
+    async def stop(self) -> None:
+        """Cancel tasks and release resources; called in reverse start order."""
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveredPlugin:
+    name: str
+    cls: type[Plugin] | None
+    error: str | None = None
+
+
+def discover_plugins() -> list[DiscoveredPlugin]:
+    """Every plugin registered in the entry-point group, loaded or with the reason it failed."""
+    wanted = os.environ.get("TUNEWATCH_LOAD_PLUGINS")
+    only = {n.strip() for n in wanted.split(",")} if wanted else None
+    found: list[DiscoveredPlugin] = []
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if only is not None and ep.name not in only:
+            continue
+        try:
+            cls = ep.load()
+        except Exception as exc:  # a broken third-party plugin must not stop the daemon
+            found.append(DiscoveredPlugin(ep.name, None, f"{type(exc).__name__}: {exc}"))
+            continue
+        found.append(DiscoveredPlugin(ep.name, cls))
+    return found
+
+
+def plugin_config(plugin: DiscoveredPlugin, settings: Settings) -> Any:
+    """The plugin's validated config section; raises ConfigError like the core sections."""
+    assert plugin.cls is not None
+    raw = settings.plugins.get(plugin.name, {})
+    config_cls = getattr(plugin.cls, "Config", PluginConfig)
+    if not dataclasses.is_dataclass(config_cls):
+        raise ConfigError(f"plugin {plugin.name}: Config must be a dataclass")
+    return parse_section(config_cls, raw, plugin.name, settings.origin)
+
+
+def load_checked_settings(path: Path | None) -> Settings:
+    """Load the config and validate every plugin's section too, so mistakes surface at start."""
+    plugins = discover_plugins()
+    settings = load_settings(path, [p.name for p in plugins])
+    for plugin in plugins:
+        if plugin.cls is not None:
+            plugin_config(plugin, settings)
+    return settings
+
+
+class PluginHost:
+    """Starts plugins in order, isolates their failures, stops them in reverse order."""
+
+    def __init__(self) -> None:
+        self.started: list[Plugin] = []
+        self.failed: dict[str, str] = {}
+
+    async def start(self, plugin: Plugin) -> None:
+        try:
+            await plugin.start()
+        except Exception as exc:
+            self.failed[plugin.name] = f"{type(exc).__name__}: {exc}"
+            log.exception("plugin failed to start; the others keep running", plugin=plugin.name)
+            return
+        self.started.append(plugin)
+        log.info("plugin started", plugin=plugin.name)
+
+    async def stop(self) -> None:
+        while self.started:
+            plugin = self.started.pop()
+            try:
+                await plugin.stop()
+            except Exception:
+                log.exception("plugin failed to stop cleanly", plugin=plugin.name)

@@ -1,0 +1,205 @@
+"""The daemon's lifecycle: open the store, start plugins, follow runs, stop cleanly on a signal.
+
+SIGTERM and SIGINT drain the bus and exit 0; SIGHUP reloads the configuration. Under systemd
+the daemon reports READY=1 once it has caught up, pings the watchdog from the event loop (a
+hung loop gets restarted), keeps STATUS= current and says STOPPING=1 on the way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from tunewatch.daemon import events as ev
+from tunewatch.daemon.bus import EventBus
+from tunewatch.daemon.config import ConfigError, Settings
+from tunewatch.daemon.history import is_recorded
+from tunewatch.daemon.plugin import (
+    PluginContext,
+    PluginHost,
+    discover_plugins,
+    load_checked_settings,
+    plugin_config,
+)
+from tunewatch.daemon.sdnotify import SdNotifier, run_watchdog
+from tunewatch.daemon.store import AsyncStore
+from tunewatch.daemon.watcher import RunWatcher
+
+log = structlog.get_logger(__name__)
+
+STATUS_INTERVAL_S = 10.0
+_RUN_EVENTS = (ev.MetricsLogged, ev.StatusChanged, ev.CheckpointSaved, ev.SourceError)
+
+
+class Daemon:
+    """One running tunewatch: store, bus, plugins and the run watcher."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        run_specs: Sequence[str] = (),
+        config_path: Path | None = None,
+        notifications: bool = True,
+        once: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.cli_run_specs = list(run_specs)
+        self.notifications = notifications
+        self.once = once
+        self.notifier = SdNotifier.from_env()
+        self.stop_event = asyncio.Event()
+        self._reload_requested = False
+        self.started_at = time.time()
+
+    def run_specs(self) -> list[str]:
+        return self.cli_run_specs or list(self.settings.daemon.runs)
+
+    async def run(self) -> int:
+        store = await AsyncStore.open(self.settings.state_db())
+        bus = EventBus(default_maxsize=self.settings.daemon.queue_size)
+        bus.subscribe(ev.Event, lambda e: self._record(store, e), name="history-recorder")
+        host = PluginHost()
+        watcher = RunWatcher(self.settings, store, bus, self.run_specs())
+        self._install_signal_handlers()
+        watchdog: asyncio.Task[None] | None = None
+        status_task: asyncio.Task[None] | None = None
+        try:
+            await watcher.refresh_runs()
+            await self._start_plugins(host, bus, store, watcher)
+            if not await self._until_stopped(watcher.catch_up()) or self.once:
+                return 0
+            self.notifier.ready()
+            interval = self.notifier.watchdog_interval_s()
+            if interval is not None:
+                watchdog = asyncio.create_task(run_watchdog(self.notifier, interval))
+            status_task = asyncio.create_task(self._status_loop(watcher))
+            log.info("tunewatch running", runs=self.run_specs(), db=str(self.settings.state_db()))
+            while True:
+                await watcher.run(self.stop_event)
+                if not self._reload_requested:
+                    break
+                watcher = await self._reload(watcher, store, bus)
+            return 0
+        finally:
+            self.notifier.stopping()
+            for task in (watchdog, status_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            await host.stop()
+            await bus.close(self.settings.daemon.drain_timeout_s)
+            await store.close()
+            log.info("tunewatch stopped")
+
+    async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run `work` unless a stop is requested first; True when it completed."""
+        task = asyncio.create_task(work)
+        stopper = asyncio.create_task(self.stop_event.wait())
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if task.done():
+            task.result()
+            return True
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
+
+    async def _record(self, store: AsyncStore, event: ev.Event) -> None:
+        # Run events are stored by the ingest transaction itself; this records what plugins say.
+        if isinstance(event, _RUN_EVENTS) or not is_recorded(event):
+            return
+        await store.call(store.store.record, event)
+
+    async def _start_plugins(
+        self, host: PluginHost, bus: EventBus, store: AsyncStore, watcher: RunWatcher
+    ) -> None:
+        run_dirs = {run.name: run.path for run in watcher.runs.values()}
+        for found in discover_plugins():
+            if found.cls is None:
+                host.failed[found.name] = found.error or "failed to load"
+                log.error("plugin failed to load", plugin=found.name, error=found.error)
+                continue
+            config = plugin_config(found, self.settings)
+            if not getattr(config, "enabled", True):
+                continue
+            ctx = PluginContext(
+                name=found.name,
+                bus=bus,
+                store=store,
+                config=config,
+                settings=self.settings,
+                log=structlog.get_logger(f"tunewatch.plugins.{found.name}").bind(
+                    plugin=found.name
+                ),
+                run_dirs=run_dirs,
+                notifications=self.notifications,
+            )
+            try:
+                plugin = found.cls(ctx)
+            except Exception:
+                log.exception("plugin failed to initialise", plugin=found.name)
+                continue
+            await host.start(plugin)
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+
+    def request_stop(self) -> None:
+        log.info("stopping")
+        self._reload_requested = False
+        self.stop_event.set()
+
+    def request_reload(self) -> None:
+        log.info("reloading configuration")
+        self._reload_requested = True
+        self.stop_event.set()
+
+    async def _reload(self, old: RunWatcher, store: AsyncStore, bus: EventBus) -> RunWatcher:
+        self.notifier.reloading()
+        self._reload_requested = False
+        self.stop_event = asyncio.Event()
+        try:
+            self.settings = await asyncio.to_thread(load_checked_settings, self.config_path)
+        except ConfigError as exc:
+            log.error("configuration not reloaded; keeping the previous one", error=str(exc))
+        watcher = RunWatcher(self.settings, store, bus, self.run_specs())
+        await watcher.catch_up()
+        self.notifier.ready()
+        return watcher
+
+    async def _status_loop(self, watcher: RunWatcher) -> None:
+        last = ""
+        while True:
+            text = self.status_line(watcher)
+            if text != last:
+                self.notifier.status(text)
+                last = text
+            await asyncio.sleep(STATUS_INTERVAL_S)
+
+    def status_line(self, watcher: RunWatcher) -> str:
+        runs = len(watcher.runs)
+        waiting = len(watcher.missing_runs())
+        files = sum(len(r.followers) for r in watcher.runs.values())
+        text = f"watching {runs} run(s), {files} file(s)"
+        if waiting:
+            text += f", waiting for {waiting} run dir(s)"
+        return text
+
+
+def run_daemon(daemon: Daemon) -> int:
+    return asyncio.run(daemon.run())
+

@@ -1,0 +1,60 @@
+"""The two shapes of parser a source can have, and what they return.
+
+Append-only logs (JSONL, plain text, CSV) are read line by line by the tailer and handed to a
+`LineParser`. Files that trainers rewrite whole (Hugging Face `trainer_state.json`, a status
+file) are read whole and handed to a `DocumentParser` with the cursor of what was already emitted.
+Parsers are pure, synchronous and never raise on bad input: problems come back as `SourceError`
+events, so the daemon counts them and keeps going.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from tunewatch.daemon.events import RunEvent
+
+
+@dataclass(frozen=True, slots=True)
+class FileOrigin:
+    """Where parsed events come from: the run they belong to and the file inside it."""
+
+    run: str
+    source: str  # the file's path relative to the run directory, e.g. "trainer_log.jsonl"
+    path: str  # absolute path, used in error locations ("path:line")
+
+    def at(self, line_no: int) -> str:
+        return f"{self.path}:{line_no}"
+
+
+class LineParser(Protocol):
+    """Turns complete lines (bytes, newline stripped) of an append-only log into events."""
+
+    # Leading lines that describe the rest (a CSV header). The tailer re-feeds them whenever it
+    # reopens the file, so a parser never depends on having seen them in this process.
+    header_lines: int
+    # True when the writer rewrites the file keeping earlier rows (Lightning grows its CSV header
+    # by rewriting the file): after a rewrite the tailer skips rows it already delivered.
+    rewrite_keeps_rows: bool
+
+    def parse(self, lines: Sequence[bytes], first_line_no: int) -> list[RunEvent]:
+        """Parse `lines`, the first of which is line `first_line_no` (1-based) of the file."""
+        ...
+
+
+class IncompleteDocument(Exception):
+    """The document could not be parsed yet (most likely caught mid-write); read it again later."""
+
+
+class DocumentParser(Protocol):
+    """Turns a whole rewritten JSON document into the events not yet emitted."""
+
+    def parse(self, data: bytes, cursor: str | None) -> tuple[list[RunEvent], str | None]:
+        """Return new events and the cursor to store with them.
+
+        `cursor` is what a previous call returned (None the first time); it is persisted in the
+        store, so the same document parsed again after a restart yields no event twice.
+        Raises `IncompleteDocument` for a truncated or half-written document.
+        """
+        ...

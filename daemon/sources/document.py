@@ -1,0 +1,88 @@
+"""Follows JSON documents that their writer rewrites whole (trainer_state.json, a status file).
+
+The writer rewrites in place without an atomic rename, so a read can catch half a document.
+Such a read is not an error: it is retried on the next change (every write produces one) or by
+the caller's retry timer, and only a document that stays unparseable is reported, once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import aiofiles
+
+from tunewatch.daemon.events import RunEvent, SourceError
+from tunewatch.daemon.sources.base import DocumentParser, FileOrigin, IncompleteDocument
+from tunewatch.daemon.sources.tailer import TailBatch
+from tunewatch.daemon.store import FileState
+
+# Reads of the same unparseable content before it is reported as broken rather than half-written.
+INCOMPLETE_READS_BEFORE_ERROR = 5
+
+
+class DocumentFollower:
+    """Emits the new events of one logical document (possibly several files, e.g. checkpoints)."""
+
+    def __init__(
+        self,
+        run: str,
+        source: str,
+        make_parser: Callable[[FileOrigin], DocumentParser],
+        state: FileState,
+    ) -> None:
+        self.run = run
+        self.source = source
+        self.make_parser = make_parser
+        self.state = state
+        self._seen: dict[str, bytes] = {}  # path -> digest of the last content fully handled
+        self._incomplete: dict[str, tuple[bytes, int]] = {}  # path -> (digest, failed reads)
+
+    def wants_retry(self) -> bool:
+        """True while a document was caught mid-write and should be read again soon."""
+        return bool(self._incomplete)
+
+    async def read(self, path: Path) -> TailBatch | None:
+        try:
+            async with aiofiles.open(path, "rb") as fh:
+                data = await fh.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            self._incomplete.pop(str(path), None)
+            return None
+        key = str(path)
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        if self._seen.get(key) == digest:
+            return None
+        origin = FileOrigin(run=self.run, source=self.source, path=key)
+        try:
+            events, cursor = self.make_parser(origin).parse(data, self.state.cursor)
+        except IncompleteDocument as exc:
+            return self._incomplete_read(origin, digest, str(exc))
+        self._incomplete.pop(key, None)
+        self._seen[key] = digest
+        errors = sum(1 for e in events if type(e) is SourceError)
+        self.state = dataclasses.replace(
+            self.state, cursor=cursor, errors=self.state.errors + errors
+        )
+        return TailBatch(events, self.state)
+
+    def _incomplete_read(self, origin: FileOrigin, digest: bytes, why: str) -> TailBatch | None:
+        previous, count = self._incomplete.get(origin.path, (b"", 0))
+        count = count + 1 if previous == digest else 1
+        if count < INCOMPLETE_READS_BEFORE_ERROR:
+            self._incomplete[origin.path] = (digest, count)
+            return None
+        # The same bytes failed to parse several times: not a write in progress but a broken file.
+        self._incomplete.pop(origin.path, None)
+        self._seen[origin.path] = digest
+        self.state = dataclasses.replace(self.state, errors=self.state.errors + 1)
+        error = SourceError(
+            run=self.run,
+            source=self.source,
+            kind="invalid_document",
+            message=f"not valid JSON after {count} reads: {why or 'truncated'}",
+            location=origin.path,
+        )
+        return TailBatch([error], self.state)

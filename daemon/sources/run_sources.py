@@ -1,0 +1,74 @@
+"""The followers of one run directory: a tailer per log file, a follower per rewritten document."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from tunewatch.daemon.config import Settings
+from tunewatch.daemon.sources.base import FileOrigin, LineParser
+from tunewatch.daemon.sources.discovery import TRAINER_STATE, SourceKind, SourceRules
+from tunewatch.daemon.sources.document import DocumentFollower
+from tunewatch.daemon.sources.hf_trainer import TrainerStateParser
+from tunewatch.daemon.sources.jsonl import JsonlParser
+from tunewatch.daemon.sources.lightning_csv import LightningCsvParser
+from tunewatch.daemon.sources.status_file import StatusFileParser
+from tunewatch.daemon.sources.tailer import LogTailer
+from tunewatch.daemon.sources.text_regex import PRESETS, TextLogParser, TextPattern
+from tunewatch.daemon.store import FileState
+
+Follower = LogTailer | DocumentFollower
+
+
+@dataclass
+class RunSources:
+    """Everything followed inside one run directory."""
+
+    run_id: int
+    name: str
+    path: Path
+    followers: dict[str, Follower] = field(default_factory=dict)
+
+    def relative(self, path: Path) -> PurePosixPath | None:
+        try:
+            return PurePosixPath(path.relative_to(self.path).as_posix())
+        except ValueError:
+            return None
+
+    def follower_key(self, kind: SourceKind, path: Path) -> str:
+        # Every trainer_state.json of a run (one per checkpoint) feeds one logical document, so
+        # that each log_history entry is emitted once across checkpoints.
+        if kind is SourceKind.TRAINER_STATE:
+            return str(self.path / "**" / TRAINER_STATE)
+        return str(path)
+
+
+def make_follower(
+    run: RunSources, kind: SourceKind, path: Path, state: FileState | None, settings: Settings
+) -> Follower:
+    key = run.follower_key(kind, path)
+    state = state or FileState(key=key, run_id=run.run_id, source=kind.value)
+    rel = run.relative(path)
+    source = str(rel) if rel is not None else path.name
+    if kind is SourceKind.TRAINER_STATE:
+        return DocumentFollower(run.name, TRAINER_STATE, TrainerStateParser, state)
+    if kind is SourceKind.STATUS:
+        return DocumentFollower(run.name, source, StatusFileParser, state)
+    origin = FileOrigin(run=run.name, source=source, path=str(path))
+    parser: LineParser
+    if kind is SourceKind.JSONL:
+        parser = JsonlParser(origin)
+    elif kind is SourceKind.CSV:
+        parser = LightningCsvParser(origin)
+    else:
+        parser = TextLogParser(origin, text_pattern(settings))
+    return LogTailer(origin, parser, state, max_line_bytes=settings.sources.max_line_bytes)
+
+
+def text_pattern(settings: Settings) -> TextPattern:
+    if settings.sources.text_regex:
+        return TextPattern.from_regex(settings.sources.text_regex)
+    return PRESETS[settings.sources.text_preset]
+
+
+__all__ = ["Follower", "RunSources", "SourceRules", "make_follower"]

@@ -1,0 +1,242 @@
+"""Follows one append-only log file the way Filebeat and Fluent Bit do, and parses what it adds.
+
+A file is identified by (device, inode) plus a fingerprint of its first bytes. Rotation
+(rename + create) drains the old file before switching; copytruncate and truncation (size below
+the offset) restart from the top; a line still being written is held until its newline arrives;
+an oversized line is reported and skipped. Positions are handed back as `FileState` and only
+become durable when the store commits them together with the events they produced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiofiles
+import structlog
+
+from tunewatch.daemon.events import RunEvent, SourceError
+from tunewatch.daemon.sources.base import FileOrigin, LineParser
+from tunewatch.daemon.store import FileState
+
+FINGERPRINT_BYTES = 1024
+READ_CHUNK_BYTES = 1 << 20
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TailBatch:
+    """Events parsed from newly appended lines and the position to commit with them."""
+
+    events: list[RunEvent]
+    state: FileState
+
+
+class LogTailer:
+    """Reads what was appended to one file since the committed position."""
+
+    def __init__(
+        self, origin: FileOrigin, parser: LineParser, state: FileState, *, max_line_bytes: int
+    ) -> None:
+        self.origin = origin
+        self.path = Path(origin.path)
+        self.parser = parser
+        self.state = state
+        self.max_line_bytes = max_line_bytes
+        self._fh: Any = None  # aiofiles handle of the file being read
+        self._identity: tuple[int, int] | None = None
+        self._partial = b""  # bytes after `state.offset` read but not yet ended by a newline
+        self._skipping = False  # inside an oversized line, discarding until its newline
+        self._skip_rows = 0  # rows already delivered before a rewrite (see rewrite_keeps_rows)
+        self._header_pending = False
+
+    @property
+    def is_open(self) -> bool:
+        return self._fh is not None
+
+    async def close(self) -> None:
+        if self._fh is not None:
+            await self._fh.close()
+            self._fh = None
+            self._identity = None
+
+    async def read(self, max_bytes: int = 4 * READ_CHUNK_BYTES) -> TailBatch | None:
+        """Parse up to about `max_bytes` of new data; None when there is nothing new."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        if self._fh is not None and (st is None or self._identity != (st.st_dev, st.st_ino)):
+            # Renamed away (rotation) or deleted: finish the old file before anything else.
+            batch = await self._read_available(max_bytes)
+            if batch is not None:
+                return batch
+            await self.close()
+        if st is None:
+            return None
+        if self._fh is None:
+            await self._open(st)
+        elif st.st_size < self.state.offset + len(self._partial):
+            await self._restart("truncated")
+        elif self.parser.rewrite_keeps_rows and not await self._fingerprint_matches():
+            await self._restart("rewritten")
+        return await self._read_available(max_bytes)
+
+    async def _open(self, st: os.stat_result) -> None:
+        self._fh = await aiofiles.open(self.path, "rb")
+        self._identity = (st.st_dev, st.st_ino)
+        self._partial = b""
+        self._skipping = False
+        same_inode = (self.state.dev, self.state.ino) == self._identity
+        if self.state.offset and (same_inode or self.state.fingerprint):
+            if st.st_size >= self.state.offset and await self._fingerprint_matches():
+                await self._resume_header()
+                await self._fh.seek(self.state.offset)
+                return
+        if self.state.offset or self.state.line_no:
+            log.info("log file replaced, reading from the start", path=str(self.path))
+        self._skip_rows = 0
+        self.state = dataclasses.replace(
+            self.state, dev=st.st_dev, ino=st.st_ino, fingerprint=b"", offset=0, line_no=0
+        )
+
+    async def _restart(self, why: str) -> None:
+        log.info(f"log file {why}, reading from the start", path=str(self.path))
+        if self.parser.rewrite_keeps_rows:
+            self._skip_rows = max(self.state.line_no - self.parser.header_lines, 0)
+        self._partial = b""
+        self._skipping = False
+        self.state = dataclasses.replace(self.state, fingerprint=b"", offset=0, line_no=0)
+        await self._fh.seek(0)
+
+    async def _fingerprint_matches(self) -> bool:
+        want = self.state.fingerprint
+        if not want:
+            return True
+        await self._fh.seek(0)
+        head = await self._fh.read(len(want))
+        await self._fh.seek(self.state.offset + len(self._partial))
+        return bool(head == want)
+
+    async def _resume_header(self) -> None:
+        """Re-feed header lines (a CSV header) to a fresh parser when resuming mid-file."""
+        if not self.parser.header_lines:
+            return
+        await self._fh.seek(0)
+        lines = []
+        for _ in range(self.parser.header_lines):
+            line = await self._fh.readline()
+            lines.append(line.rstrip(b"\r\n"))
+        self.parser.parse(lines, 1)
+
+    async def _read_available(self, max_bytes: int) -> TailBatch | None:
+        fh = self._fh
+        if fh is None:
+            return None
+        chunk = await fh.read(max_bytes)
+        if not chunk:
+            return None
+        data = self._partial + chunk
+        events: list[RunEvent] = []
+        offset = self.state.offset
+        line_no = self.state.line_no
+        errors = self.state.errors
+        if self._skipping:
+            newline = data.find(b"\n")
+            if newline < 0:
+                self._partial = b""
+                self.state = dataclasses.replace(self.state, offset=offset + len(data))
+                return TailBatch([], self.state)
+            self._skipping = False
+            data = data[newline + 1 :]
+            offset += newline + 1
+            line_no += 1
+        end = data.rfind(b"\n")
+        if end < 0:
+            self._partial = data
+            if len(data) > self.max_line_bytes:
+                events.append(self._too_long(line_no + 1, len(data)))
+                errors += 1
+                self._partial = b""
+                self._skipping = True
+                offset += len(data)
+            self.state = dataclasses.replace(self.state, offset=offset, errors=errors)
+            await self._update_fingerprint()
+            return TailBatch(events, self.state)
+        complete, self._partial = data[: end + 1], data[end + 1 :]
+        offset += end + 1
+        if b"\r" in complete:
+            complete = complete.replace(b"\r\n", b"\n")
+        lines = complete.split(b"\n")
+        lines.pop()  # the empty piece after the final newline
+        first_line_no = line_no + 1
+        line_no += len(lines)
+        if len(self._partial) > self.max_line_bytes:
+            events_too_long = [self._too_long(line_no + 1, len(self._partial))]
+            offset += len(self._partial)
+            self._partial = b""
+            self._skipping = True
+        else:
+            events_too_long = []
+        if len(complete) > self.max_line_bytes:
+            events.extend(self._blank_long_lines(lines, first_line_no))
+        events.extend(self._parse(lines, first_line_no))
+        events.extend(events_too_long)
+        errors += sum(1 for e in events if type(e) is SourceError)
+        self.state = dataclasses.replace(self.state, offset=offset, line_no=line_no, errors=errors)
+        await self._update_fingerprint()
+        return TailBatch(events, self.state)
+
+    def _parse(self, lines: list[bytes], first_line_no: int) -> list[RunEvent]:
+        header = self.parser.header_lines
+        start = 0
+        # After a rewrite that kept earlier rows (Lightning growing its CSV header), re-feed the
+        # header and deliver only the rows that were not delivered before.
+        while start < len(lines) and first_line_no + start <= header:
+            start += 1
+        if self._skip_rows and start < len(lines):
+            skipped = min(self._skip_rows, len(lines) - start)
+            self._skip_rows -= skipped
+            if start:
+                self.parser.parse(lines[:start], first_line_no)
+            start += skipped
+            if start == len(lines):
+                return []
+            return self.parser.parse(lines[start:], first_line_no + start)
+        return self.parser.parse(lines, first_line_no)
+
+    async def _update_fingerprint(self) -> None:
+        if len(self.state.fingerprint) >= FINGERPRINT_BYTES or self._fh is None:
+            return
+        # The fingerprint grows with the file up to FINGERPRINT_BYTES, so it is read only while
+        # the file is young.
+        position = self.state.offset + len(self._partial)
+        await self._fh.seek(0)
+        head = await self._fh.read(min(self.state.offset, FINGERPRINT_BYTES))
+        await self._fh.seek(position)
+        self.state = dataclasses.replace(self.state, fingerprint=head)
+
+    def _blank_long_lines(self, lines: list[bytes], first_line_no: int) -> list[RunEvent]:
+        # Blanked rather than removed so the parser's line numbers stay right.
+        found: list[RunEvent] = []
+        for i, line in enumerate(lines):
+            if len(line) > self.max_line_bytes:
+                found.append(self._too_long(first_line_no + i, len(line)))
+                lines[i] = b""
+        return found
+
+    def _too_long(self, line_no: int, size: int) -> SourceError:
+        return SourceError(
+            run=self.origin.run,
+            source=self.origin.source,
+            kind="line_too_long",
+            message=(
+                f"line longer than {self.max_line_bytes:,} bytes ({size:,}+ bytes); skipped. "
+                "Raise [sources] max_line_bytes if this is real data."
+            ),
+            location=self.origin.at(line_no),
+        )

@@ -1,0 +1,498 @@
+"""The daemon's durable state: one SQLite database in WAL mode.
+
+It holds the runs, each tailed file's position, every metric point and the history of events.
+A batch of events and the file position that produced it are committed in one transaction, so
+a restart (even after SIGKILL) resumes with no gap and no duplicate. The daemon is the only
+writer; `status`, `events` and `report` open their own read connections while it runs.
+Blocking calls never run on the event loop: `AsyncStore` runs them on one dedicated thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import orjson
+
+from tunewatch.daemon import events as ev
+from tunewatch.daemon.history import HistoryRow, is_recorded, to_row
+
+SCHEMA_VERSION = 1
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL UNIQUE,
+    status TEXT,
+    total_steps INTEGER,
+    pid INTEGER,
+    first_seen REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    key TEXT PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    source TEXT NOT NULL,
+    dev INTEGER NOT NULL DEFAULT 0,
+    ino INTEGER NOT NULL DEFAULT 0,
+    fingerprint BLOB NOT NULL DEFAULT x'',
+    offset INTEGER NOT NULL DEFAULT 0,
+    line_no INTEGER NOT NULL DEFAULT 0,
+    cursor TEXT,
+    errors INTEGER NOT NULL DEFAULT 0,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    seq INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    step INTEGER NOT NULL,
+    time REAL NOT NULL,
+    source TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics(run_id, seq);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    run_id INTEGER REFERENCES runs(id),
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_time ON events(time);
+CREATE INDEX IF NOT EXISTS events_by_run_kind ON events(run_id, kind, seq);
+CREATE TABLE IF NOT EXISTS plugin_state (
+    plugin TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (plugin, key)
+);
+"""
+
+
+class StoreError(Exception):
+    """The state database cannot be used (wrong schema version, unreadable file)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileState:
+    """Where reading of one tailed file (or one rewritten document) stopped."""
+
+    key: str
+    run_id: int
+    source: str
+    dev: int = 0
+    ino: int = 0
+    fingerprint: bytes = b""
+    offset: int = 0
+    line_no: int = 0
+    cursor: str | None = None
+    errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    id: int
+    path: str
+    name: str
+    status: str | None
+    total_steps: int | None
+    pid: int | None
+    updated: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    seq: int
+    row: HistoryRow
+
+
+@dataclass(frozen=True, slots=True)
+class MetricPoint:
+    seq: int
+    run: str
+    step: int
+    time: float
+    source: str
+    metrics: dict[str, float]
+
+
+def encode_metrics(metrics: Any) -> bytes:
+    data = orjson.dumps(metrics)
+    # orjson writes NaN/Inf as null; a metric is never None, so "null" means a non-finite value
+    # that must survive the round trip (it is exactly what the anomaly detectors look for).
+    if b"null" in data:
+        data = orjson.dumps(
+            {k: (v if math.isfinite(v) else repr(float(v))) for k, v in metrics.items()}
+        )
+    return data
+
+
+def decode_metrics(data: str | bytes) -> dict[str, float]:
+    raw = orjson.loads(data)
+    return {k: (v if isinstance(v, float | int) else float(v)) for k, v in raw.items()}
+
+
+def _stamp(event: ev.Event, seq: int) -> None:
+    # Events are frozen for consumers; the store is the one place that assigns their position
+    # in the durable log, after parsing and before anyone else can see the event.
+    object.__setattr__(event, "seq", seq)
+
+
+class Store:
+    """Synchronous access to the state database. Use from one thread (see `AsyncStore`)."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        if readonly:
+            if not path.exists():
+                raise StoreError(f"{path}: no state database yet (has `tunewatch run` started?)")
+            uri = f"file:{path}?mode=ro"
+            self.db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, check_same_thread=False, timeout=10)
+        self.db.execute("PRAGMA busy_timeout = 10000")
+        if not readonly:
+            self._migrate()
+        else:
+            self._check_version()
+        self._next_seq = self._max_seq() + 1
+
+    def _migrate(self) -> None:
+        mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode})")
+        # NORMAL is durable across process crashes in WAL mode; only power loss can drop the
+        # last commits, and then offsets and events roll back together.
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        self.db.execute("PRAGMA foreign_keys = ON")
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: schema version {version} is newer than this tunewatch "
+                f"({SCHEMA_VERSION}); upgrade tunewatch"
+            )
+        with self.db:
+            self.db.executescript(_SCHEMA)
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _check_version(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema version {version}, expected {SCHEMA_VERSION}")
+
+    def _max_seq(self) -> int:
+        row = self.db.execute(
+            "SELECT max(coalesce((SELECT max(seq) FROM metrics), 0),"
+            " coalesce((SELECT max(seq) FROM events), 0))"
+        ).fetchone()
+        return int(row[0] or 0)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def ensure_run(self, path: str, name: str) -> int:
+        """The id of the run at `path`, registering it (under a unique `name`) if new."""
+        row = self.db.execute("SELECT id FROM runs WHERE path = ?", (path,)).fetchone()
+        if row:
+            return int(row[0])
+        now = time.time()
+        unique = name
+        n = 2
+        while self.db.execute("SELECT 1 FROM runs WHERE name = ?", (unique,)).fetchone():
+            unique = f"{name}-{n}"
+            n += 1
+        with self.db:
+            cur = self.db.execute(
+                "INSERT INTO runs (path, name, first_seen, updated) VALUES (?, ?, ?, ?)",
+                (path, unique, now, now),
+            )
+        return int(cur.lastrowid or 0)
+
+    def runs(self) -> list[RunRow]:
+        rows = self.db.execute(
+            "SELECT id, path, name, status, total_steps, pid, updated FROM runs ORDER BY id"
+        ).fetchall()
+        return [RunRow(*r) for r in rows]
+
+    def run_names(self) -> dict[int, str]:
+        return {r.id: r.name for r in self.runs()}
+
+    # -- file positions -------------------------------------------------------------------------
+
+    def file_state(self, key: str) -> FileState | None:
+        row = self.db.execute(
+            "SELECT key, run_id, source, dev, ino, fingerprint, offset, line_no, cursor, errors"
+            " FROM files WHERE key = ?",
+            (key,),
+        ).fetchone()
+        return FileState(*row) if row else None
+
+    def file_states(self, run_id: int | None = None) -> list[FileState]:
+        sql = (
+            "SELECT key, run_id, source, dev, ino, fingerprint, offset, line_no, cursor, errors"
+            " FROM files"
+        )
+        args: tuple[Any, ...] = ()
+        if run_id is not None:
+            sql += " WHERE run_id = ?"
+            args = (run_id,)
+        return [FileState(*r) for r in self.db.execute(sql + " ORDER BY key", args).fetchall()]
+
+    # -- the ingest transaction -----------------------------------------------------------------
+
+    def commit_batch(
+        self, run_id: int, events: Sequence[ev.RunEvent], state: FileState | None
+    ) -> None:
+        """Record `events` and the file position after them, atomically; stamps each event's seq."""
+        now = time.time()
+        metric_rows: list[tuple[int, int, int, float, str, bytes]] = []
+        history: list[ev.Event] = []
+        seq = self._next_seq
+        MetricsLogged = ev.MetricsLogged
+        for event in events:
+            _stamp(event, seq)
+            if type(event) is MetricsLogged:
+                metric_rows.append(
+                    (seq, run_id, event.step, event.time, event.source, encode_metrics(event.metrics))  # type: ignore[union-attr]
+                )
+            else:
+                history.append(event)
+            seq += 1
+        with self.db:
+            if metric_rows:
+                self.db.executemany(
+                    "INSERT INTO metrics (seq, run_id, step, time, source, data)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    metric_rows,
+                )
+            for event in history:
+                self._insert_history(event, run_id, event.seq)  # type: ignore[attr-defined]
+                self._apply_status(event, run_id, now)
+            if state is not None:
+                self._save_file_state(state, now)
+        self._next_seq = seq
+
+    def _apply_status(self, event: ev.Event, run_id: int, now: float) -> None:
+        if not isinstance(event, ev.StatusChanged):
+            return
+        self.db.execute(
+            "UPDATE runs SET status = ?, total_steps = coalesce(?, total_steps),"
+            " pid = coalesce(?, pid), updated = ? WHERE id = ?",
+            (event.status, event.total_steps, event.pid, now, run_id),
+        )
+
+    def _save_file_state(self, s: FileState, now: float) -> None:
+        self.db.execute(
+            "INSERT INTO files (key, run_id, source, dev, ino, fingerprint, offset, line_no,"
+            " cursor, errors, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET dev = excluded.dev, ino = excluded.ino,"
+            " fingerprint = excluded.fingerprint, offset = excluded.offset,"
+            " line_no = excluded.line_no, cursor = excluded.cursor, errors = excluded.errors,"
+            " updated = excluded.updated",
+            (
+                s.key,
+                s.run_id,
+                s.source,
+                s.dev,
+                s.ino,
+                s.fingerprint,
+                s.offset,
+                s.line_no,
+                s.cursor,
+                s.errors,
+                now,
+            ),
+        )
+
+    def _insert_history(self, event: ev.Event, run_id: int | None, seq: int) -> None:
+        row = to_row(event)
+        self.db.execute(
+            "INSERT INTO events (seq, time, run_id, kind, severity, summary, data)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                seq,
+                row.time,
+                run_id,
+                row.kind,
+                row.severity,
+                row.summary,
+                orjson.dumps(row.data, option=orjson.OPT_NON_STR_KEYS, default=str),
+            ),
+        )
+
+    def record(self, event: ev.Event) -> int | None:
+        """Record one plugin event (anomaly, best model, report...) in the history."""
+        if not is_recorded(event):
+            return None
+        run = getattr(event, "run", None)
+        run_id = None
+        if run is not None:
+            found = self.db.execute("SELECT id FROM runs WHERE name = ?", (run,)).fetchone()
+            run_id = int(found[0]) if found else None
+        seq = self._next_seq
+        with self.db:
+            self._insert_history(event, run_id, seq)
+        self._next_seq = seq + 1
+        return seq
+
+    # -- plugin state ---------------------------------------------------------------------------
+
+    def plugin_get(self, plugin: str, key: str) -> str | None:
+        row = self.db.execute(
+            "SELECT value FROM plugin_state WHERE plugin = ? AND key = ?", (plugin, key)
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def plugin_put(self, plugin: str, key: str, value: str) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT INTO plugin_state (plugin, key, value) VALUES (?, ?, ?)"
+                " ON CONFLICT(plugin, key) DO UPDATE SET value = excluded.value",
+                (plugin, key, value),
+            )
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def metrics(
+        self, run_id: int | None = None, after_seq: int = 0, limit: int | None = None
+    ) -> list[MetricPoint]:
+        names = self.run_names()
+        sql = "SELECT seq, run_id, step, time, source, data FROM metrics WHERE seq > ?"
+        args: list[Any] = [after_seq]
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            args.append(run_id)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [
+            MetricPoint(seq, names.get(rid, "?"), step, t, src, decode_metrics(data))
+            for seq, rid, step, t, src, data in self.db.execute(sql, args)
+        ]
+
+    def latest_metric(self, run_id: int, name: str) -> MetricPoint | None:
+        """The newest point of `run_id` that has metric `name`."""
+        # Scans backwards from the newest point; the wanted metric is almost always recent.
+        cur = self.db.execute(
+            "SELECT seq, step, time, source, data FROM metrics WHERE run_id = ?"
+            " AND data LIKE ? ORDER BY seq DESC LIMIT 1",
+            (run_id, f'%"{name}":%'),
+        )
+        row = cur.fetchone()
+        if row is None:
+            return None
+        seq, step, t, src, data = row
+        values = decode_metrics(data)
+        if name not in values:
+            return None
+        return MetricPoint(seq, self.run_names().get(run_id, "?"), step, t, src, values)
+
+    def last_point(self, run_id: int) -> MetricPoint | None:
+        row = self.db.execute(
+            "SELECT seq, step, time, source, data FROM metrics WHERE run_id = ?"
+            " ORDER BY seq DESC LIMIT 1",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        seq, step, t, src, data = row
+        return MetricPoint(seq, self.run_names().get(run_id, "?"), step, t, src, decode_metrics(data))
+
+    def max_step(self, run_id: int) -> int | None:
+        row = self.db.execute("SELECT max(step) FROM metrics WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def count_points(self, run_id: int) -> int:
+        row = self.db.execute("SELECT count(*) FROM metrics WHERE run_id = ?", (run_id,)).fetchone()
+        return int(row[0])
+
+    def last_summary(self, run_id: int, kind: str) -> str | None:
+        row = self.db.execute(
+            "SELECT summary FROM events WHERE run_id = ? AND kind = ? ORDER BY seq DESC LIMIT 1",
+            (run_id, kind),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def count_events(self, run_id: int, kind: str) -> int:
+        row = self.db.execute(
+            "SELECT count(*) FROM events WHERE run_id = ? AND kind = ?", (run_id, kind)
+        ).fetchone()
+        return int(row[0])
+
+    def history(
+        self,
+        *,
+        run: str | None = None,
+        kinds: Iterable[str] = (),
+        since: float | None = None,
+        exclude_kinds: Iterable[str] = (),
+    ) -> list[StoredEvent]:
+        """Recorded events, oldest first."""
+        names = self.run_names()
+        sql = "SELECT seq, time, run_id, kind, severity, summary, data FROM events WHERE 1 = 1"
+        args: list[Any] = []
+        if run is not None:
+            sql += " AND run_id = (SELECT id FROM runs WHERE name = ?)"
+            args.append(run)
+        kinds = list(kinds)
+        if kinds:
+            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+            args.extend(kinds)
+        excluded = list(exclude_kinds)
+        if excluded:
+            sql += f" AND kind NOT IN ({', '.join('?' * len(excluded))})"
+            args.extend(excluded)
+        if since is not None:
+            sql += " AND time >= ?"
+            args.append(since)
+        sql += " ORDER BY time, seq"
+        return [
+            StoredEvent(
+                seq,
+                HistoryRow(t, names.get(rid) if rid else None, kind, sev, summary, orjson.loads(d)),
+            )
+            for seq, t, rid, kind, sev, summary, d in self.db.execute(sql, args)
+        ]
+
+
+class AsyncStore:
+    """Runs a `Store`'s blocking calls on one dedicated thread, off the event loop."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunewatch-store")
+
+    @classmethod
+    async def open(cls, path: Path) -> AsyncStore:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunewatch-store")
+        loop = asyncio.get_running_loop()
+        store = await loop.run_in_executor(executor, Store, path)
+        self = cls.__new__(cls)
+        self.store = store
+        self._executor = executor
+        return self
+
+    async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    async def close(self) -> None:
+        await self.call(self.store.close)
+        self._executor.shutdown(wait=True)
