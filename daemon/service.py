@@ -159,6 +159,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
 
     def request_stop(self) -> None:
+        if self.stop_event.is_set() and not self._reload_requested:
+            return
         log.info("stopping")
         self._reload_requested = False
         self.stop_event.set()

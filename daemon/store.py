@@ -129,7 +129,7 @@ class MetricPoint:
     metrics: dict[str, float]
 
 
-def encode_metrics(metrics: Any) -> bytes:
+def encode_metrics(metrics: Any) -> str:
     data = orjson.dumps(metrics)
     # orjson writes NaN/Inf as null; a metric is never None, so "null" means a non-finite value
     # that must survive the round trip (it is exactly what the anomaly detectors look for).
@@ -137,7 +137,8 @@ def encode_metrics(metrics: Any) -> bytes:
         data = orjson.dumps(
             {k: (v if math.isfinite(v) else repr(float(v))) for k, v in metrics.items()}
         )
-    return data
+    # TEXT, not BLOB: SQLite's LIKE and json functions read text.
+    return data.decode()
 
 
 def decode_metrics(data: str | bytes) -> dict[str, float]:
@@ -261,7 +262,7 @@ class Store:
     ) -> None:
         """Record `events` and the file position after them, atomically; stamps each event's seq."""
         now = time.time()
-        metric_rows: list[tuple[int, int, int, float, str, bytes]] = []
+        metric_rows: list[tuple[int, int, int, float, str, str]] = []
         history: list[ev.Event] = []
         seq = self._next_seq
         MetricsLogged = ev.MetricsLogged
@@ -332,7 +333,7 @@ class Store:
                 row.kind,
                 row.severity,
                 row.summary,
-                orjson.dumps(row.data, option=orjson.OPT_NON_STR_KEYS, default=str),
+                orjson.dumps(row.data, option=orjson.OPT_NON_STR_KEYS, default=str).decode(),
             ),
         )
 

@@ -53,6 +53,15 @@ def _scan_sorted(run_dir: Path, rules: SourceRules) -> list[tuple[SourceKind, Pa
     return found
 
 
+def _checkpoint_order(raw: str) -> tuple[int, str]:
+    path = Path(raw)
+    for part in (path.name, path.parent.name):
+        match = CHECKPOINT_DIR.match(part)
+        if match:
+            return int(match.group(1)), raw
+    return 0, raw
+
+
 class RunWatcher:
     """Follows every source file of every watched run directory."""
 
@@ -236,7 +245,8 @@ class RunWatcher:
                     recursive=True,
                     ignore_permission_denied=True,
                 ):
-                    for _change, raw in changes:
+                    # Checkpoints in the order they were saved, so each one is announced.
+                    for raw in sorted({raw for _change, raw in changes}, key=_checkpoint_order):
                         self.on_change(Path(raw))
             except FileNotFoundError:
                 # A watched run directory was removed; rescan rebuilds the set of roots.

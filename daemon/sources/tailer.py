@@ -103,6 +103,7 @@ class LogTailer:
         self.state = dataclasses.replace(
             self.state, dev=st.st_dev, ino=st.st_ino, fingerprint=b"", offset=0, line_no=0
         )
+        await self._fh.seek(0)
 
     async def _restart(self, why: str) -> None:
         log.info(f"log file {why}, reading from the start", path=str(self.path))

@@ -1,0 +1,182 @@
+"""Parser for Hugging Face Trainer `trainer_state.json` (in `checkpoint-N/` and the output dir).
+
+Each checkpoint's `log_history` repeats every older entry; the cursor makes each entry come out
+exactly once across all checkpoints of a run, in any order the files are read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import PurePath
+
+import orjson
+
+from tunewatch.daemon.events import (
+    CheckpointSaved,
+    MetricsLogged,
+    RunEvent,
+    SourceError,
+    StatusChanged,
+)
+from tunewatch.daemon.sources.base import FileOrigin, IncompleteDocument
+from tunewatch.daemon.sources.metric_names import as_metric, as_step, split_step
+
+_CHECKPOINT_DIR = re.compile(r"checkpoint-\d+")
+
+
+def load_document(data: bytes) -> object:
+    """Parse a whole JSON document, NaN/Infinity literals included.
+
+    Anything unparseable raises `IncompleteDocument`: trainers rewrite these files in place,
+    so a broken document is most likely one caught mid-write.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass  # orjson refuses the NaN literal that Python's json.dumps writes for a NaN loss
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise IncompleteDocument(str(exc)) from exc
+
+
+@dataclass
+class _Cursor:
+    """What was already emitted: the persisted form is compact JSON of these fields."""
+
+    step: int = -1  # the highest step emitted
+    keys_at_step: list[str] = field(default_factory=list)  # key sets emitted at `step`
+    checkpoint: int = -1  # the highest checkpoint step announced
+    max_steps: int | None = None
+
+    @classmethod
+    def load(cls, text: str | None) -> _Cursor:
+        if text is None:
+            return cls()
+        try:
+            raw = json.loads(text)
+            cursor = cls(raw["step"], raw["keys"], raw["checkpoint"], raw["max_steps"])
+        except (ValueError, KeyError, TypeError):
+            return cls()
+        return cursor if cursor.is_valid() else cls()
+
+    def is_valid(self) -> bool:
+        return (
+            isinstance(self.step, int)
+            and isinstance(self.checkpoint, int)
+            and isinstance(self.keys_at_step, list)
+            and all(isinstance(keys, str) for keys in self.keys_at_step)
+            and (self.max_steps is None or isinstance(self.max_steps, int))
+        )
+
+    def dump(self) -> str:
+        raw = {
+            "step": self.step,
+            "keys": self.keys_at_step,
+            "checkpoint": self.checkpoint,
+            "max_steps": self.max_steps,
+        }
+        return json.dumps(raw, separators=(",", ":"))
+
+
+def _entry_metrics(entry: dict[str, object]) -> tuple[int | None, dict[str, float]]:
+    step, metrics = split_step(entry)
+    # The end-of-training summary's `train_loss` is the run's average loss; kept as `loss` it
+    # would be a bogus point at the last step of the loss curve (a fake spike or drop).
+    if "train_runtime" in entry and "loss" in metrics and "loss" not in entry:
+        metrics["train_loss"] = metrics.pop("loss")
+    return step, metrics
+
+
+class TrainerStateParser:
+    """Turns a `trainer_state.json` into the metrics, checkpoint and progress not yet emitted."""
+
+    def __init__(self, origin: FileOrigin) -> None:
+        self._origin = origin
+        parent = PurePath(origin.path).parent
+        # Only files inside `checkpoint-N/` announce a checkpoint; the final copy in the output
+        # dir describes the same steps without being one.
+        self._checkpoint_dir = str(parent) if _CHECKPOINT_DIR.fullmatch(parent.name) else None
+
+    def parse(self, data: bytes, cursor: str | None) -> tuple[list[RunEvent], str | None]:
+        document = load_document(data)
+        history = document.get("log_history") if isinstance(document, dict) else None
+        if not isinstance(document, dict) or not isinstance(history, list):
+            return [self._unexpected_shape(document)], cursor
+        state = _Cursor.load(cursor)
+        now = time.time()
+        events: list[RunEvent] = []
+        global_step = as_step(document.get("global_step"))
+        max_steps = as_step(document.get("max_steps"))
+        if max_steps is not None and max_steps != state.max_steps:
+            events.append(self._status(global_step, max_steps, now))
+            state.max_steps = max_steps
+        events.extend(self._new_entries(history, state, now))
+        if self._checkpoint_dir and global_step is not None and global_step > state.checkpoint:
+            events.append(self._checkpoint(document, global_step, self._checkpoint_dir, now))
+            state.checkpoint = global_step
+        return events, state.dump()
+
+    def _new_entries(self, history: list[object], state: _Cursor, now: float) -> list[RunEvent]:
+        """Metrics of the entries after the cursor; advances the cursor past them."""
+        origin = self._origin
+        events: list[RunEvent] = []
+        # Several entries share a step (train and eval logs); the cursor remembers which key
+        # sets were emitted at its step, counted, so a repeat of the same kind is not lost.
+        already = Counter(state.keys_at_step)
+        for entry in history:
+            if not isinstance(entry, dict):
+                continue  # nothing to place it by; re-reporting it on every rewrite is noise
+            step, metrics = _entry_metrics(entry)
+            if step is None or step < state.step:
+                continue
+            keys = json.dumps(sorted(entry))
+            if step == state.step:
+                if already[keys] > 0:
+                    already[keys] -= 1
+                    continue
+            else:
+                state.step, state.keys_at_step, already = step, [], Counter()
+            state.keys_at_step.append(keys)
+            if metrics:
+                events.append(MetricsLogged(origin.run, step, metrics, origin.source, now))
+        return events
+
+    def _status(self, global_step: int | None, max_steps: int, now: float) -> StatusChanged:
+        origin = self._origin
+        return StatusChanged(
+            origin.run,
+            "training",
+            origin.source,
+            step=global_step,
+            total_steps=max_steps,
+            time=now,
+        )
+
+    def _checkpoint(
+        self, document: dict[str, object], step: int, path: str, now: float
+    ) -> CheckpointSaved:
+        best_checkpoint = document.get("best_model_checkpoint")
+        return CheckpointSaved(
+            self._origin.run,
+            step,
+            path,
+            self._origin.source,
+            best_metric=as_metric(document.get("best_metric")),
+            best_checkpoint=best_checkpoint if isinstance(best_checkpoint, str) else None,
+            time=now,
+        )
+
+    def _unexpected_shape(self, document: object) -> SourceError:
+        origin = self._origin
+        if isinstance(document, dict):
+            found = type(document.get("log_history")).__name__
+            message = f"trainer_state.json: 'log_history' should be a list, found {found}"
+        else:
+            found = type(document).__name__
+            message = f"trainer_state.json should hold a JSON object, found {found}"
+        return SourceError(origin.run, origin.source, "unexpected_shape", message, origin.path)

@@ -1,0 +1,91 @@
+"""Parser for a trainer's `training_status.json`: status, progress, pid and latest metrics.
+
+The file is rewritten on every update; the cursor keeps what was already reported.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+
+from tunewatch.daemon.events import MetricsLogged, RunEvent, SourceError, StatusChanged
+from tunewatch.daemon.sources.base import FileOrigin
+from tunewatch.daemon.sources.hf_trainer import load_document
+from tunewatch.daemon.sources.metric_names import as_step, split_step
+
+_TOTAL_KEYS = ("total_steps", "max_steps")
+
+
+@dataclass
+class _Cursor:
+    """What was already reported; persisted as compact JSON of these fields."""
+
+    status: str | None = None
+    total_steps: int | None = None
+    pid: int | None = None
+    step: int = -1  # the highest step whose metrics were emitted
+
+    @classmethod
+    def load(cls, text: str | None) -> _Cursor:
+        if text is None:
+            return cls()
+        try:
+            cursor = cls(**json.loads(text))
+        except (ValueError, TypeError):  # not ours: start afresh rather than crash
+            return cls()
+        return cursor if isinstance(cursor.step, int) else cls()
+
+    def reported(self) -> tuple[str | None, int | None, int | None]:
+        return self.status, self.total_steps, self.pid
+
+    def dump(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+class StatusFileParser:
+    """Reports status/total/pid changes and the metrics of each new step in the status file."""
+
+    def __init__(self, origin: FileOrigin) -> None:
+        self._origin = origin
+
+    def parse(self, data: bytes, cursor: str | None) -> tuple[list[RunEvent], str | None]:
+        document = load_document(data)
+        origin = self._origin
+        if not isinstance(document, dict):
+            found = type(document).__name__
+            message = f"status file should hold a JSON object, found {found}"
+            error = SourceError(origin.run, origin.source, "unexpected_shape", message, origin.path)
+            return [error], cursor
+        state = _Cursor.load(cursor)
+        now = time.time()
+        events: list[RunEvent] = []
+        step, metrics = split_step(document)
+        status = _status(document.get("status"))
+        total = _first_step(document, _TOTAL_KEYS)
+        pid = as_step(document.get("pid")) or None  # pid 0 is no process
+        if status is not None and (status, total, pid) != state.reported():
+            changed = StatusChanged(
+                origin.run, status, origin.source, step, total_steps=total, pid=pid, time=now
+            )
+            events.append(changed)
+            state.status, state.total_steps, state.pid = status, total, pid
+        if step is not None and step > state.step and metrics:
+            events.append(MetricsLogged(origin.run, step, metrics, origin.source, now))
+            state.step = step
+        return events, state.dump()
+
+
+def _status(value: object) -> str | None:
+    """The status as a lower-case word ("training", "completed"), so consumers match it exactly."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip().lower()
+
+
+def _first_step(document: dict[str, object], keys: tuple[str, ...]) -> int | None:
+    for key in keys:
+        value = as_step(document.get(key))
+        if value is not None:
+            return value
+    return None
