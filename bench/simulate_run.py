@@ -8,6 +8,7 @@ every `--eval-every` steps.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -77,9 +78,13 @@ def simulate(run_dir: Path, steps: int, interval_s: float, eval_every: int, seed
             f.write(log_line(step, steps, loss, started) + "\n")
             if step % eval_every == 0:
                 eval_loss = loss_at(step, steps, rng, noise=0.01) + 0.05
-                f.write(json.dumps({"current_steps": step, "eval_loss": round(eval_loss, 4)}) + "\n")
+                f.write(
+                    json.dumps({"current_steps": step, "eval_loss": round(eval_loss, 4)}) + "\n"
+                )
             if step % 10 == 0 or step == steps:
-                write_status(run_dir, "training" if step < steps else "completed", step, steps, loss)
+                write_status(
+                    run_dir, "training" if step < steps else "completed", step, steps, loss
+                )
             time.sleep(interval_s)
 
 
@@ -91,10 +96,8 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         simulate(args.run_dir, args.steps, args.interval, args.eval_every, args.seed)
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

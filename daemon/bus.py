@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -51,7 +50,6 @@ class _Subscription:
         self.name = name
         self.event_type = event_type
         self.handler = handler
-        self.is_async = inspect.iscoroutinefunction(handler)
         self.maxsize = maxsize
         self.overflow = overflow
         self.queue: deque[Event] = deque()
@@ -82,13 +80,15 @@ class _Subscription:
             event = self.queue.popleft()
             try:
                 result = self.handler(event)
-                if self.is_async or inspect.isawaitable(result):
-                    await result  # type: ignore[misc]
+                if result is not None:
+                    await result
             except asyncio.CancelledError:
                 raise
             except Exception:
                 self.failed += 1
-                log.exception("subscriber failed", subscriber=self.name, failed_event=repr(event)[:500])
+                log.exception(
+                    "subscriber failed", subscriber=self.name, failed_event=repr(event)[:500]
+                )
             else:
                 self.delivered += 1
 
@@ -132,7 +132,7 @@ class EventBus:
         if self._closed:
             raise RuntimeError("the event bus is closed")
         sub = _Subscription(
-            name or getattr(handler, "__qualname__", repr(handler)),
+            name or str(getattr(handler, "__qualname__", repr(handler))),
             event_type,
             handler,  # type: ignore[arg-type]
             maxsize or self._default_maxsize,
@@ -157,8 +157,13 @@ class EventBus:
             sub.offer(event)
 
     def publish_many(self, events: Iterable[Event]) -> None:
+        last_type: type[Event] | None = None
+        subs: list[_Subscription] = []
         for event in events:
-            for sub in self._route(type(event)):
+            if type(event) is not last_type:  # batches are mostly of one type: route once
+                last_type = type(event)
+                subs = self._route(last_type)
+            for sub in subs:
                 sub.offer(event)
 
     def _route(self, event_type: type[Event]) -> list[_Subscription]:

@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunewatch", description="Watches LLM fine-tuning runs so that you do not have to."
     )
-    parser.add_argument("--config", type=Path, help="config file (default: ~/.config/tunewatch/config.toml)")
+    parser.add_argument(
+        "--config", type=Path, help="config file (default: ~/.config/tunewatch/config.toml)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="watch run directories (the daemon)")
@@ -50,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     events = sub.add_parser("events", help="what happened: anomalies, best models, errors...")
     events.add_argument("--run", help="only this run (its name, as `status` shows it)")
-    events.add_argument("--kind", action="append", choices=KINDS, help="only this kind (repeatable)")
+    events.add_argument(
+        "--kind", action="append", choices=KINDS, help="only this kind (repeatable)"
+    )
     events.add_argument("--since", type=parse_duration_s, help="only the last DURATION (e.g. 24h)")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
 
@@ -146,8 +150,15 @@ def _cmd_events(args: argparse.Namespace) -> int:
     for stored in rows:
         row = stored.row
         if args.json:
-            obj = {"seq": stored.seq, "time": row.time, "run": row.run, "kind": row.kind,
-                   "severity": row.severity, "summary": row.summary, "data": row.data}
+            obj = {
+                "seq": stored.seq,
+                "time": row.time,
+                "run": row.run,
+                "kind": row.kind,
+                "severity": row.severity,
+                "summary": row.summary,
+                "data": row.data,
+            }
             sys.stdout.write(orjson.dumps(obj).decode() + "\n")
             continue
         when = dt.datetime.fromtimestamp(row.time).strftime("%Y-%m-%d %H:%M:%S")

@@ -1,4 +1,4 @@
-"""Typed, validated settings loaded from TOML; every mistake becomes one `ConfigError` a person can act on.
+"""Typed, validated settings loaded from TOML; each mistake becomes one actionable `ConfigError`.
 
 Defaults live in the dataclasses below; the top-level `config.toml` documents the same values
 (a test keeps the two equal). Plugins describe their own section with a dataclass and validate it

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import time
 from collections.abc import Coroutine, Sequence
@@ -139,9 +140,7 @@ class Daemon:
                 store=store,
                 config=config,
                 settings=self.settings,
-                log=structlog.get_logger(f"tunewatch.plugins.{found.name}").bind(
-                    plugin=found.name
-                ),
+                log=structlog.get_logger(f"tunewatch.plugins.{found.name}").bind(plugin=found.name),
                 run_dirs=run_dirs,
                 notifications=self.notifications,
             )
@@ -202,6 +201,17 @@ class Daemon:
         return text
 
 
-def run_daemon(daemon: Daemon) -> int:
-    return asyncio.run(daemon.run())
+def tune_gc() -> None:
+    """Make the cyclic GC run less often than its defaults.
 
+    Catching up on a long log allocates millions of short-lived, acyclic objects (parsed lines,
+    events); with the default gen-0 threshold of 700 the collector runs thousands of times and
+    costs about a third of the catch-up time. Objects from start-up are frozen out of its scans.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
+def run_daemon(daemon: Daemon) -> int:
+    tune_gc()
+    return asyncio.run(daemon.run())

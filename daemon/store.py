@@ -53,15 +53,21 @@ CREATE TABLE IF NOT EXISTS files (
     errors INTEGER NOT NULL DEFAULT 0,
     updated REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS metrics (
-    seq INTEGER PRIMARY KEY,
+-- Metric points are stored in chunks of consecutive points from one source, the way time-series
+-- databases do: one row per point costs more than parsing the line did, and catch-up on a
+-- million-line log must stay fast. `points` is a JSON array of [seq, step, time, {name: value}].
+CREATE TABLE IF NOT EXISTS metric_chunks (
+    id INTEGER PRIMARY KEY,
     run_id INTEGER NOT NULL REFERENCES runs(id),
-    step INTEGER NOT NULL,
-    time REAL NOT NULL,
     source TEXT NOT NULL,
-    data TEXT NOT NULL
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    max_step INTEGER NOT NULL,
+    last_time REAL NOT NULL,
+    points TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics(run_id, seq);
+CREATE INDEX IF NOT EXISTS chunks_by_run ON metric_chunks(run_id, last_seq);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     time REAL NOT NULL,
@@ -129,21 +135,31 @@ class MetricPoint:
     metrics: dict[str, float]
 
 
-def encode_metrics(metrics: Any) -> str:
-    data = orjson.dumps(metrics)
+CHUNK_POINTS = 1024
+
+_Point = tuple[int, int, float, Any]  # seq, step, time, metrics mapping
+
+
+def encode_points(points: Sequence[_Point]) -> str:
+    data = orjson.dumps(points)
     # orjson writes NaN/Inf as null; a metric is never None, so "null" means a non-finite value
     # that must survive the round trip (it is exactly what the anomaly detectors look for).
     if b"null" in data:
         data = orjson.dumps(
-            {k: (v if math.isfinite(v) else repr(float(v))) for k, v in metrics.items()}
+            [
+                (seq, step, t, {k: v if math.isfinite(v) else repr(float(v)) for k, v in m.items()})
+                for seq, step, t, m in points
+            ]
         )
     # TEXT, not BLOB: SQLite's LIKE and json functions read text.
     return data.decode()
 
 
-def decode_metrics(data: str | bytes) -> dict[str, float]:
-    raw = orjson.loads(data)
-    return {k: (v if isinstance(v, float | int) else float(v)) for k, v in raw.items()}
+def decode_points(data: str) -> list[tuple[int, int, float, dict[str, float]]]:
+    return [
+        (seq, step, t, {k: v if not isinstance(v, str) else float(v) for k, v in m.items()})
+        for seq, step, t, m in orjson.loads(data)
+    ]
 
 
 def _stamp(event: ev.Event, seq: int) -> None:
@@ -197,7 +213,7 @@ class Store:
 
     def _max_seq(self) -> int:
         row = self.db.execute(
-            "SELECT max(coalesce((SELECT max(seq) FROM metrics), 0),"
+            "SELECT max(coalesce((SELECT max(last_seq) FROM metric_chunks), 0),"
             " coalesce((SELECT max(seq) FROM events), 0))"
         ).fetchone()
         return int(row[0] or 0)
@@ -262,29 +278,48 @@ class Store:
     ) -> None:
         """Record `events` and the file position after them, atomically; stamps each event's seq."""
         now = time.time()
-        metric_rows: list[tuple[int, int, int, float, str, str]] = []
-        history: list[ev.Event] = []
+        chunks: list[tuple[str, list[_Point]]] = []
+        points: list[_Point] = []
+        source = ""
+        history: list[ev.StatusChanged | ev.CheckpointSaved | ev.SourceError] = []
         seq = self._next_seq
-        MetricsLogged = ev.MetricsLogged
         for event in events:
             _stamp(event, seq)
-            if type(event) is MetricsLogged:
-                metric_rows.append(
-                    (seq, run_id, event.step, event.time, event.source, encode_metrics(event.metrics))  # type: ignore[union-attr]
-                )
+            if isinstance(event, ev.MetricsLogged):
+                if event.source != source or len(points) >= CHUNK_POINTS:
+                    if points:
+                        chunks.append((source, points))
+                    points = []
+                    source = event.source
+                points.append((seq, event.step, event.time, event.metrics))
             else:
                 history.append(event)
             seq += 1
+        if points:
+            chunks.append((source, points))
+        rows = [
+            (
+                run_id,
+                src,
+                pts[0][0],
+                pts[-1][0],
+                len(pts),
+                max(p[1] for p in pts),
+                pts[-1][2],
+                encode_points(pts),
+            )
+            for src, pts in chunks
+        ]
         with self.db:
-            if metric_rows:
+            if rows:
                 self.db.executemany(
-                    "INSERT INTO metrics (seq, run_id, step, time, source, data)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    metric_rows,
+                    "INSERT INTO metric_chunks (run_id, source, first_seq, last_seq, n, max_step,"
+                    " last_time, points) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
                 )
-            for event in history:
-                self._insert_history(event, run_id, event.seq)  # type: ignore[attr-defined]
-                self._apply_status(event, run_id, now)
+            for other in history:
+                self._insert_history(other, run_id, other.seq)
+                self._apply_status(other, run_id, now)
             if state is not None:
                 self._save_file_state(state, now)
         self._next_seq = seq
@@ -371,57 +406,63 @@ class Store:
     # -- queries --------------------------------------------------------------------------------
 
     def metrics(
-        self, run_id: int | None = None, after_seq: int = 0, limit: int | None = None
+        self, run_id: int | None = None, after_seq: int = 0, source: str | None = None
     ) -> list[MetricPoint]:
+        """Every recorded point after `after_seq`, oldest first."""
         names = self.run_names()
-        sql = "SELECT seq, run_id, step, time, source, data FROM metrics WHERE seq > ?"
+        sql = "SELECT run_id, source, points FROM metric_chunks WHERE last_seq > ?"
         args: list[Any] = [after_seq]
         if run_id is not None:
             sql += " AND run_id = ?"
             args.append(run_id)
-        sql += " ORDER BY seq"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(limit)
-        return [
-            MetricPoint(seq, names.get(rid, "?"), step, t, src, decode_metrics(data))
-            for seq, rid, step, t, src, data in self.db.execute(sql, args)
-        ]
+        if source is not None:
+            sql += " AND source = ?"
+            args.append(source)
+        result: list[MetricPoint] = []
+        for rid, src, data in self.db.execute(sql + " ORDER BY first_seq", args):
+            run = names.get(rid, "?")
+            result.extend(
+                MetricPoint(seq, run, step, t, src, values)
+                for seq, step, t, values in decode_points(data)
+                if seq > after_seq
+            )
+        return result
 
     def latest_metric(self, run_id: int, name: str) -> MetricPoint | None:
         """The newest point of `run_id` that has metric `name`."""
-        # Scans backwards from the newest point; the wanted metric is almost always recent.
+        # Walks chunks backwards; the wanted metric is almost always in the newest ones.
         cur = self.db.execute(
-            "SELECT seq, step, time, source, data FROM metrics WHERE run_id = ?"
-            " AND data LIKE ? ORDER BY seq DESC LIMIT 1",
+            "SELECT source, points FROM metric_chunks WHERE run_id = ? AND points LIKE ?"
+            " ORDER BY last_seq DESC",
             (run_id, f'%"{name}":%'),
         )
-        row = cur.fetchone()
-        if row is None:
-            return None
-        seq, step, t, src, data = row
-        values = decode_metrics(data)
-        if name not in values:
-            return None
-        return MetricPoint(seq, self.run_names().get(run_id, "?"), step, t, src, values)
+        for src, data in cur:
+            for seq, step, t, values in reversed(decode_points(data)):
+                if name in values:
+                    return MetricPoint(seq, self.run_names().get(run_id, "?"), step, t, src, values)
+        return None
 
     def last_point(self, run_id: int) -> MetricPoint | None:
         row = self.db.execute(
-            "SELECT seq, step, time, source, data FROM metrics WHERE run_id = ?"
-            " ORDER BY seq DESC LIMIT 1",
+            "SELECT source, points FROM metric_chunks WHERE run_id = ?"
+            " ORDER BY last_seq DESC LIMIT 1",
             (run_id,),
         ).fetchone()
         if row is None:
             return None
-        seq, step, t, src, data = row
-        return MetricPoint(seq, self.run_names().get(run_id, "?"), step, t, src, decode_metrics(data))
+        seq, step, t, values = decode_points(row[1])[-1]
+        return MetricPoint(seq, self.run_names().get(run_id, "?"), step, t, row[0], values)
 
     def max_step(self, run_id: int) -> int | None:
-        row = self.db.execute("SELECT max(step) FROM metrics WHERE run_id = ?", (run_id,)).fetchone()
+        row = self.db.execute(
+            "SELECT max(max_step) FROM metric_chunks WHERE run_id = ?", (run_id,)
+        ).fetchone()
         return None if row[0] is None else int(row[0])
 
     def count_points(self, run_id: int) -> int:
-        row = self.db.execute("SELECT count(*) FROM metrics WHERE run_id = ?", (run_id,)).fetchone()
+        row = self.db.execute(
+            "SELECT coalesce(sum(n), 0) FROM metric_chunks WHERE run_id = ?", (run_id,)
+        ).fetchone()
         return int(row[0])
 
     def last_summary(self, run_id: int, kind: str) -> str | None:

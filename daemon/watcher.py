@@ -166,15 +166,28 @@ class RunWatcher:
             if batch is not None:
                 await self._commit(run, batch)
             if follower.wants_retry():
-                asyncio.get_running_loop().call_later(
-                    DOCUMENT_RETRY_S, self.mark, run, kind, path
-                )
+                asyncio.get_running_loop().call_later(DOCUMENT_RETRY_S, self.mark, run, kind, path)
             return
+        # Parse the next batch while the store thread commits the previous one (SQLite releases
+        # the GIL while it writes); events are still published only after their commit.
+        in_flight: tuple[asyncio.Task[None], TailBatch] | None = None
         while (batch := await follower.read()) is not None:
-            await self._commit(run, batch)
+            if in_flight is not None:
+                await self._publish_when_committed(*in_flight)
+            in_flight = (asyncio.ensure_future(self._store_batch(run, batch)), batch)
+        if in_flight is not None:
+            await self._publish_when_committed(*in_flight)
+
+    async def _store_batch(self, run: RunSources, batch: TailBatch) -> None:
+        await self.store.call(self.store.store.commit_batch, run.run_id, batch.events, batch.state)
+
+    async def _publish_when_committed(self, commit: asyncio.Task[None], batch: TailBatch) -> None:
+        await commit
+        self.batches_committed += 1
+        self.bus.publish_many(batch.events)
 
     async def _commit(self, run: RunSources, batch: TailBatch) -> None:
-        await self.store.call(self.store.store.commit_batch, run.run_id, batch.events, batch.state)
+        await self._store_batch(run, batch)
         self.batches_committed += 1
         self.bus.publish_many(batch.events)
 

@@ -98,7 +98,7 @@ def _match_parts(parts: tuple[str, ...], pattern: str) -> bool:
 
 
 def scan_run(run_dir: Path, rules: SourceRules) -> Iterator[tuple[SourceKind, Path]]:
-    """Every source file currently in `run_dir`, without descending into weights or tunewatch dirs."""
+    """Every source file now in `run_dir`, not descending into weights or tunewatch's own dirs."""
     depth_limit = rules.max_depth()
     root_depth = len(run_dir.parts)
     for dirpath, dirnames, filenames in os.walk(run_dir):

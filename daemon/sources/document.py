@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiofiles
 
-from tunewatch.daemon.events import RunEvent, SourceError
+from tunewatch.daemon.events import SourceError
 from tunewatch.daemon.sources.base import DocumentParser, FileOrigin, IncompleteDocument
 from tunewatch.daemon.sources.tailer import TailBatch
 from tunewatch.daemon.store import FileState

@@ -173,9 +173,11 @@ class TrainerStateParser:
 
     def _unexpected_shape(self, document: object) -> SourceError:
         origin = self._origin
-        if isinstance(document, dict):
-            found = type(document.get("log_history")).__name__
-            message = f"trainer_state.json: 'log_history' should be a list, found {found}"
+        if isinstance(document, dict) and "log_history" not in document:
+            message = "no 'log_history' list: is this a Hugging Face trainer_state.json?"
+        elif isinstance(document, dict):
+            found = type(document["log_history"]).__name__
+            message = f"'log_history' should be a list, found {found}"
         else:
             found = type(document).__name__
             message = f"trainer_state.json should hold a JSON object, found {found}"

@@ -50,19 +50,20 @@ class LightningCsvParser:
         if self._header is None:
             message = "data row before a usable header row: the file is not a Lightning metrics.csv"
             return self._error("missing_header", message, line_no)
+        return self._read_row(text, self._header, line_no, now)
+
+    def _read_row(self, text: str, header: list[str], line_no: int, now: float) -> RunEvent | None:
         try:
             cells = next(csv.reader((text,)))
         except csv.Error as exc:
-            return self._error(
-                "bad_csv_row", f"unreadable CSV row ({exc}): {_snippet(text)}", line_no
-            )
-        if len(cells) != len(self._header):
+            message = f"unreadable CSV row ({exc}): {_snippet(text)}"
+            return self._error("bad_csv_row", message, line_no)
+        if len(cells) != len(header):
             message = (
-                f"row has {len(cells)} cells but the header has {len(self._header)}: "
-                f"{_snippet(text)}"
+                f"row has {len(cells)} cells but the header has {len(header)}: {_snippet(text)}"
             )
             return self._error("bad_csv_row", message, line_no)
-        step, metrics = split_step(_numbers(self._header, cells))
+        step, metrics = split_step(_numbers(header, cells))
         if step is None:
             return self._error("missing_step", f"row has no step: {_snippet(text)}", line_no)
         if not metrics:

@@ -92,11 +92,15 @@ class LogTailer:
         self._partial = b""
         self._skipping = False
         same_inode = (self.state.dev, self.state.ino) == self._identity
-        if self.state.offset and (same_inode or self.state.fingerprint):
-            if st.st_size >= self.state.offset and await self._fingerprint_matches():
-                await self._resume_header()
-                await self._fh.seek(self.state.offset)
-                return
+        if (
+            self.state.offset
+            and (same_inode or self.state.fingerprint)
+            and st.st_size >= self.state.offset
+            and await self._fingerprint_matches()
+        ):
+            await self._resume_header()
+            await self._fh.seek(self.state.offset)
+            return
         if self.state.offset or self.state.line_no:
             log.info("log file replaced, reading from the start", path=str(self.path))
         self._skip_rows = 0

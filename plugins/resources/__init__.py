@@ -41,6 +41,10 @@ def sample(disk_path: Path, trainer_pid: int | None) -> ResourceSample:
     )
 
 
+def sample_if_present(run_dir: Path, trainer_pid: int | None) -> ResourceSample | None:
+    return sample(run_dir, trainer_pid) if run_dir.exists() else None
+
+
 class ResourcesPlugin:
     """Publishes a `ResourceSample` for each run's disk every `interval_s`."""
 
@@ -70,7 +74,6 @@ class ResourcesPlugin:
     async def sample_once(self) -> None:
         runs = await self.ctx.store.call(self.ctx.store.store.runs)
         for run in runs:
-            path = Path(run.path)
-            if path.exists():
-                event = await asyncio.to_thread(sample, path, run.pid)
+            event = await asyncio.to_thread(sample_if_present, Path(run.path), run.pid)
+            if event is not None:
                 self.ctx.bus.publish(event)

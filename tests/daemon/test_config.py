@@ -67,15 +67,27 @@ def test_values_are_typed(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[daemon]\nrescan_interval_s = \"fast\"\n", "[daemon] rescan_interval_s: expected a non-negative number, got string 'fast'"),
+        (
+            '[daemon]\nrescan_interval_s = "fast"\n',
+            "[daemon] rescan_interval_s: expected a non-negative number, got string 'fast'",
+        ),
         ("[daemon]\nrescan_intervall_s = 3\n", "[daemon] unknown key 'rescan_intervall_s'"),
         ("[deamon]\nruns = []\n", "unknown section [deamon]"),
-        ("[daemon]\nlog_level = \"loud\"\n", "[daemon] log_level: expected one of 'debug', 'info', 'warning', 'error'"),
-        ("[sources]\ntrainer_state = 1\n", "[sources] trainer_state: expected true or false, got integer 1"),
-        ("[sources]\ntext_regex = \"(unclosed\"\n", "[sources] text_regex:"),
-        ("[sources]\ntext_regex = \"loss=(?P<loss>\\\\S+)\"\n", "step"),
+        (
+            '[daemon]\nlog_level = "loud"\n',
+            "[daemon] log_level: expected one of 'debug', 'info', 'warning', 'error'",
+        ),
+        (
+            "[sources]\ntrainer_state = 1\n",
+            "[sources] trainer_state: expected true or false, got integer 1",
+        ),
+        ('[sources]\ntext_regex = "(unclosed"\n', "[sources] text_regex:"),
+        ('[sources]\ntext_regex = "loss=(?P<loss>\\\\S+)"\n', "step"),
         ("[daemon]\nruns = []\n", "[daemon] runs: list at least one run directory"),
-        ("[resources]\ninterval_s = -1\n", "[resources] interval_s: expected a non-negative number"),
+        (
+            "[resources]\ninterval_s = -1\n",
+            "[resources] interval_s: expected a non-negative number",
+        ),
         ("[daemon\n", "not valid TOML"),
     ],
 )

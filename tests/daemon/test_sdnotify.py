@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
+
 from tunewatch.daemon.sdnotify import SdNotifier, run_watchdog
 
 # Generous: a loaded 2-core CI box may take a while to schedule us, never this long.

@@ -1,4 +1,4 @@
-"""`tunewatch run` as a real process: readiness, live tailing, signals, restarts without gaps or repeats."""
+"""`tunewatch run` as a real process: readiness, live tailing, signals, restarts without gaps."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fixtures.daemon_process import DaemonProcess, metric_steps
 
 
@@ -61,11 +60,21 @@ def test_once_reads_every_kind_of_source(tmp_path: Path) -> None:
         assert status["source_errors"] == 1
         assert "invalid_json" in status["last_error"]
         sources = {Path(f["key"]).name for f in status["files"]}
-        assert sources == {"trainer_log.jsonl", "trainer_state.json", "training_status.json",
-                           "train.log", "metrics.csv"}
+        assert sources == {
+            "trainer_log.jsonl",
+            "trainer_state.json",
+            "training_status.json",
+            "train.log",
+            "metrics.csv",
+        }
         by_source: dict[str, list[int]] = {}
-        for source in ("trainer_log.jsonl", "train.log", "lightning_logs/version_0/metrics.csv",
-                       "trainer_state.json", "training_status.json"):
+        for source in (
+            "trainer_log.jsonl",
+            "train.log",
+            "lightning_logs/version_0/metrics.csv",
+            "trainer_state.json",
+            "training_status.json",
+        ):
             by_source[source] = list(metric_steps(daemon.db, source))
         assert by_source["trainer_log.jsonl"] == [1, 2, 3, 4, 5]
         assert by_source["train.log"] == [7, 8]
@@ -100,8 +109,11 @@ def test_a_run_directory_created_later_is_waited_for(tmp_path: Path) -> None:
         daemon.start(str(run))
         run.mkdir()
         append(run / "trainer_log.jsonl", jsonl(1) + jsonl(2))
-        daemon.wait_for(lambda: (daemon.run_status("not-yet") or {}).get("step") == 2,
-                        timeout_s=30, what="late run dir")
+        daemon.wait_for(
+            lambda: (daemon.run_status("not-yet") or {}).get("step") == 2,
+            timeout_s=30,
+            what="late run dir",
+        )
         assert daemon.stop() == 0
 
 
@@ -110,8 +122,12 @@ def test_new_checkpoints_and_log_files_are_picked_up_while_running(tmp_path: Pat
     run.mkdir()
     with DaemonProcess(tmp_path) as daemon:
         daemon.start(str(run))
-        write_trainer_state(run, 5, [{"step": s, "loss": 1.0 / s, "epoch": 0.1} for s in range(1, 6)])
-        write_trainer_state(run, 10, [{"step": s, "loss": 1.0 / s, "epoch": 0.1} for s in range(1, 11)])
+        write_trainer_state(
+            run, 5, [{"step": s, "loss": 1.0 / s, "epoch": 0.1} for s in range(1, 6)]
+        )
+        write_trainer_state(
+            run, 10, [{"step": s, "loss": 1.0 / s, "epoch": 0.1} for s in range(1, 11)]
+        )
         append(run / "extra.jsonl", jsonl(11))
         daemon.wait_for(lambda: (daemon.run_status("hf") or {}).get("step") == 11, what="step 11")
         daemon.wait_for(
@@ -165,8 +181,9 @@ def test_sigkill_mid_stream_then_restart_loses_and_repeats_nothing(
             if round_no < kill_points:
                 time.sleep(0.05 * (round_no + 1))  # let the daemon be somewhere mid-stream
                 daemon.kill()
-        daemon.wait_for(lambda: len(metric_steps(daemon.db)) >= total, what="all lines",
-                        timeout_s=60)
+        daemon.wait_for(
+            lambda: len(metric_steps(daemon.db)) >= total, what="all lines", timeout_s=60
+        )
         assert daemon.stop() == 0
     steps = list(metric_steps(daemon.db))
     assert steps == list(range(1, total + 1))
@@ -179,7 +196,7 @@ def test_malformed_input_never_crashes_the_daemon(tmp_path: Path) -> None:
     with DaemonProcess(tmp_path) as daemon:
         daemon.start(str(run))
         with log.open("ab") as f:
-            f.write(b"\xff\xfe garbage\n{\"step\": \n[1,2]\n" + jsonl(1).encode())
+            f.write(b'\xff\xfe garbage\n{"step": \n[1,2]\n' + jsonl(1).encode())
             f.write(b"{" + b"x" * (11 * 1024 * 1024) + b"}\n" + jsonl(2).encode())
         daemon.wait_for(lambda: (daemon.run_status("messy") or {}).get("step") == 2, what="step 2")
         status = daemon.run_status("messy")

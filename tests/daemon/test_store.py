@@ -1,4 +1,4 @@
-"""The state database: WAL, atomic batches, seq stamping, NaN round trips, readers beside a writer."""
+"""The state database: WAL, atomic batches, seq stamping, NaN round trips, concurrent readers."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from tunewatch.daemon.store import AsyncStore, FileState, Store, StoreError
 
 
 def metric(step: int, **values: float) -> MetricsLogged:
-    return MetricsLogged(run="run-a", step=step, metrics=values or {"loss": 1.0}, source="log.jsonl")
+    return MetricsLogged(
+        run="run-a", step=step, metrics=values or {"loss": 1.0}, source="log.jsonl"
+    )
 
 
 def test_the_database_is_in_wal_mode_with_a_schema_version(tmp_path: Path) -> None:
@@ -33,7 +35,11 @@ def test_the_database_is_in_wal_mode_with_a_schema_version(tmp_path: Path) -> No
 def test_a_batch_and_its_file_position_commit_together(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
     run_id = store.ensure_run(str(tmp_path / "run-a"), "run-a")
-    events = [metric(1), metric(2), StatusChanged(run="run-a", status="training", source="s", total_steps=100)]
+    events = [
+        metric(1),
+        metric(2),
+        StatusChanged(run="run-a", status="training", source="s", total_steps=100),
+    ]
     state = FileState(key="k", run_id=run_id, source="jsonl", offset=123, line_no=2)
     store.commit_batch(run_id, events, state)
     assert [e.seq for e in events] == [1, 2, 3]
@@ -94,17 +100,40 @@ def test_history_records_run_and_plugin_events_with_summaries(tmp_path: Path) ->
     store.commit_batch(
         run_id,
         [
-            SourceError(run="run-a", source="log.jsonl", kind="invalid_json", message="bad", location="/r/log.jsonl:3"),
-            CheckpointSaved(run="run-a", step=500, path="/r/checkpoint-500", source="trainer_state.json"),
+            SourceError(
+                run="run-a",
+                source="log.jsonl",
+                kind="invalid_json",
+                message="bad",
+                location="/r/log.jsonl:3",
+            ),
+            CheckpointSaved(
+                run="run-a", step=500, path="/r/checkpoint-500", source="trainer_state.json"
+            ),
         ],
         None,
     )
     store.record(
-        AnomalyDetected(run="run-a", step=18500, kind="divergence", severity="critical",
-                        metric="loss", value=1.2345, expected=0.7429, detail="")
+        AnomalyDetected(
+            run="run-a",
+            step=18500,
+            kind="divergence",
+            severity="critical",
+            metric="loss",
+            value=1.2345,
+            expected=0.7429,
+            detail="",
+        )
     )
-    store.record(ResourceSample(disk_path="/", disk_used_fraction=0.5, disk_free_bytes=1 << 30,
-                                memory_used_fraction=0.25, load_1m=0.1))
+    store.record(
+        ResourceSample(
+            disk_path="/",
+            disk_used_fraction=0.5,
+            disk_free_bytes=1 << 30,
+            memory_used_fraction=0.25,
+            load_1m=0.1,
+        )
+    )
     rows = store.history(exclude_kinds=["resources"])
     assert [r.row.kind for r in rows] == ["source_error", "checkpoint", "anomaly"]
     assert rows[2].row.summary == "divergence at step 18,500: loss 1.2345 (expected 0.7429)"

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tunewatch.daemon.systemd_unit import (
     InstallResult,
     default_exec_start,

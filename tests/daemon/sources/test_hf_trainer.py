@@ -51,7 +51,7 @@ def eval_entry(step: int) -> dict[str, Any]:
     }
 
 
-def trainer_state(history: list[dict[str, Any]], global_step: int, **extra: Any) -> bytes:
+def trainer_state(history: list[Any], global_step: int, **extra: Any) -> bytes:
     """A trainer_state.json as the Trainer writes it (json.dumps, indent=2, sorted keys)."""
     state = {
         "best_metric": None,
@@ -151,7 +151,9 @@ def test_the_final_state_in_the_output_dir_adds_its_entries_but_is_no_checkpoint
     assert not any(isinstance(e, CheckpointSaved) for e in events)
     # The last checkpoint, written at the same moment, is still announced.
     events, _ = parser_for("checkpoint-30/trainer_state.json").parse(FINAL, cursor)
-    assert [(type(e).__name__, e.step) for e in events] == [("CheckpointSaved", 30)]
+    assert [(type(e).__name__, getattr(e, "step", None)) for e in events] == [
+        ("CheckpointSaved", 30)
+    ]
 
 
 def test_an_eval_entry_added_at_an_already_emitted_step_is_emitted() -> None:
@@ -218,7 +220,7 @@ def test_every_truncation_of_a_document_is_incomplete(data: st.DataObject) -> No
     ("document", "found"),
     [
         (b'{"log_history": {"step": 1}}', "dict"),
-        (b'{"global_step": 3}', "NoneType"),
+        (b'{"global_step": 3}', "no 'log_history'"),
         (b"[]", "list"),
     ],
 )

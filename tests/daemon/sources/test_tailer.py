@@ -1,4 +1,4 @@
-"""LogTailer: appends, partial lines, rotation, truncation, oversized lines, resume after restart."""
+"""LogTailer: appends, partial lines, rotation, truncation, oversized lines, resuming."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from tunewatch.daemon.sources.tailer import LogTailer
 from tunewatch.daemon.store import FileState
 
 
-def make_tailer(path: Path, state: FileState | None = None, max_line_bytes: int = 1 << 20) -> LogTailer:
+def make_tailer(
+    path: Path, state: FileState | None = None, max_line_bytes: int = 1 << 20
+) -> LogTailer:
     origin = FileOrigin(run="run", source=path.name, path=str(path))
     state = state or FileState(key=str(path), run_id=1, source="jsonl")
     return LogTailer(origin, JsonlParser(origin), state, max_line_bytes=max_line_bytes)
@@ -148,7 +150,10 @@ async def test_an_oversized_line_still_being_written_is_skipped_to_its_end(tmp_p
 
 async def test_bad_bytes_and_malformed_json_are_counted_not_fatal(tmp_path: Path) -> None:
     log = tmp_path / "train.jsonl"
-    append(log, line(1).encode() + b'{"step": 2, "loss": "\xff\xfe"}\n' + b"{not json\n" + line(3).encode())
+    append(
+        log,
+        line(1).encode() + b'{"step": 2, "loss": "\xff\xfe"}\n' + b"{not json\n" + line(3).encode(),
+    )
     tailer = make_tailer(log)
     events = await read_all(tailer)
     assert steps(events) == [1, 3]

@@ -1,0 +1,62 @@
+"""End to end: a real transformers.Trainer run (tiny Llama, CPU) watched live by `tunewatch run`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from fixtures.daemon_process import DaemonProcess, metric_steps
+
+
+@pytest.mark.slow
+def test_a_real_trainer_run_is_recorded_once_and_status_reports_it(tmp_path: Path) -> None:
+    from fixtures.tiny_training import train_tiny_run
+
+    run = tmp_path / "tiny-llama"  # does not exist yet: the service starts before training
+    with DaemonProcess(tmp_path) as daemon:
+        daemon.start(str(run))
+        result = train_tiny_run(
+            run, max_steps=30, save_steps=10, eval_steps=10, write_status_file=True
+        )
+        daemon.wait_for(
+            lambda: (daemon.run_status("tiny-llama") or {}).get("status") == "completed",
+            timeout_s=60,
+            what="completed status",
+        )
+        daemon.wait_for(
+            lambda: len(daemon.events("--kind", "checkpoint")) == 3,
+            timeout_s=60,
+            what="3 checkpoints",
+        )
+        status = daemon.run_status("tiny-llama")
+        assert daemon.stop() == 0
+
+    assert status is not None
+    assert status["step"] == result.global_step == 30
+    assert status["total_steps"] == 30
+    assert status["progress"] == 1.0
+    assert status["source_errors"] == 0
+    # Every log_history entry saved in a checkpoint is recorded exactly once, at its own step.
+    in_checkpoints = [e for e in result.log_history if "train_runtime" not in e]
+    assert list(metric_steps(daemon.db, "trainer_state.json")) == [
+        e["step"] for e in in_checkpoints
+    ]
+    final_train = [e for e in in_checkpoints if "loss" in e][-1]
+    assert math.isclose(status["loss"], final_train["loss"], rel_tol=1e-9) or math.isclose(
+        status["loss"], _status_file_loss(run), rel_tol=1e-9
+    )
+    final_eval = [e for e in in_checkpoints if "eval_loss" in e][-1]
+    assert math.isclose(status["eval_loss"], final_eval["eval_loss"], rel_tol=1e-9)
+    checkpoints = [e["data"]["path"] for e in daemon.events("--kind", "checkpoint")]
+    assert [Path(p).name for p in checkpoints] == [
+        "checkpoint-10",
+        "checkpoint-20",
+        "checkpoint-30",
+    ]
+
+
+def _status_file_loss(run: Path) -> float:
+    import json
+
+    return float(json.loads((run / "training_status.json").read_text())["loss"])
