@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import glob
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import watchfiles
 
 from tunewatch.daemon.bus import EventBus
 from tunewatch.daemon.config import Settings
+from tunewatch.daemon.events import SourceError
 from tunewatch.daemon.sources.discovery import (
     CHECKPOINT_DIR,
     TRAINER_STATE,
@@ -37,6 +39,8 @@ log = structlog.get_logger(__name__)
 
 # While a configured run directory does not exist yet, look for it this often (one stat call).
 MISSING_RUN_POLL_S = 2.0
+# Source errors logged per file before the rest are only counted (`tunewatch status` shows all).
+LOGGED_ERRORS_PER_FILE = 10
 # A document caught mid-write is read again after this delay even if no new change arrives.
 DOCUMENT_RETRY_S = 0.25
 _GLOB_CHARS = frozenset("*?[")
@@ -78,6 +82,7 @@ class RunWatcher:
         self._wake = asyncio.Event()
         self._roots_changed = asyncio.Event()
         self.batches_committed = 0
+        self._errors_logged: Counter[tuple[str, str]] = Counter()
 
     # -- run directories ----------------------------------------------------------------------
 
@@ -183,13 +188,40 @@ class RunWatcher:
 
     async def _publish_when_committed(self, commit: asyncio.Task[None], batch: TailBatch) -> None:
         await commit
-        self.batches_committed += 1
-        self.bus.publish_many(batch.events)
+        self._publish(batch)
 
     async def _commit(self, run: RunSources, batch: TailBatch) -> None:
         await self._store_batch(run, batch)
+        self._publish(batch)
+
+    def _publish(self, batch: TailBatch) -> None:
         self.batches_committed += 1
+        if batch.state.errors:
+            self._log_errors(batch)
         self.bus.publish_many(batch.events)
+
+    def _log_errors(self, batch: TailBatch) -> None:
+        for event in batch.events:
+            if not isinstance(event, SourceError):
+                continue
+            key = (event.run, event.source)
+            self._errors_logged[key] += 1
+            count = self._errors_logged[key]
+            if count <= LOGGED_ERRORS_PER_FILE:
+                log.warning(
+                    "skipped bad input",
+                    run=event.run,
+                    source=event.source,
+                    kind=event.kind,
+                    location=event.location,
+                    message=event.message,
+                )
+            if count == LOGGED_ERRORS_PER_FILE:
+                log.warning(
+                    "further errors in this file are counted, not logged; see `tunewatch status`",
+                    run=event.run,
+                    source=event.source,
+                )
 
     async def catch_up(self) -> None:
         await self.rescan()

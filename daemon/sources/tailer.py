@@ -47,6 +47,7 @@ class LogTailer:
         self.parser = parser
         self.state = state
         self.max_line_bytes = max_line_bytes
+        self.log = log.bind(run=origin.run, source=origin.source)
         self._fh: Any = None  # aiofiles handle of the file being read
         self._identity: tuple[int, int] | None = None
         self._partial = b""  # bytes after `state.offset` read but not yet ended by a newline
@@ -102,7 +103,7 @@ class LogTailer:
             await self._fh.seek(self.state.offset)
             return
         if self.state.offset or self.state.line_no:
-            log.info("log file replaced, reading from the start", path=str(self.path))
+            self.log.info("log file replaced, reading from the start", path=str(self.path))
         self._skip_rows = 0
         self.state = dataclasses.replace(
             self.state, dev=st.st_dev, ino=st.st_ino, fingerprint=b"", offset=0, line_no=0
@@ -110,7 +111,7 @@ class LogTailer:
         await self._fh.seek(0)
 
     async def _restart(self, why: str) -> None:
-        log.info(f"log file {why}, reading from the start", path=str(self.path))
+        self.log.info(f"log file {why}, reading from the start", path=str(self.path))
         if self.parser.rewrite_keeps_rows:
             self._skip_rows = max(self.state.line_no - self.parser.header_lines, 0)
         self._partial = b""

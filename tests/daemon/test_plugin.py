@@ -1,0 +1,130 @@
+"""The plugin API: entry-point discovery, config sections, isolated failures, reverse-order stop."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from tunewatch.daemon.bus import EventBus
+from tunewatch.daemon.config import ConfigError, settings_from_mapping
+from tunewatch.daemon.plugin import (
+    PluginConfig,
+    PluginContext,
+    PluginHost,
+    discover_plugins,
+    plugin_config,
+)
+from tunewatch.daemon.store import AsyncStore
+
+
+@pytest.fixture
+def fake_distribution(tmp_path: Path) -> Iterator[Path]:
+    """A real installed distribution on sys.path whose entry points name one good, one broken."""
+    pkg = tmp_path / "twfake"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "from dataclasses import dataclass\n"
+        "@dataclass(frozen=True)\n"
+        "class Config:\n"
+        "    enabled: bool = True\n"
+        "    greeting: str = 'hi'\n"
+        "class Hello:\n"
+        "    name = 'hello'\n"
+        "    Config = Config\n"
+        "    def __init__(self, ctx): self.ctx = ctx\n"
+        "    async def start(self): pass\n"
+        "    async def stop(self): pass\n"
+    )
+    dist = tmp_path / "twfake-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: twfake\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[tunewatch.plugins]\nhello = twfake:Hello\nbroken = twfake_missing_module:Nope\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        yield tmp_path
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("twfake", None)
+
+
+def test_built_in_plugins_are_registered_as_entry_points() -> None:
+    names = {p.name: p for p in discover_plugins()}
+    assert "resources" in names
+    assert names["resources"].cls is not None
+
+
+def test_third_party_plugins_load_and_broken_ones_are_reported(fake_distribution: Path) -> None:
+    found = {p.name: p for p in discover_plugins()}
+    assert found["hello"].cls is not None and found["hello"].cls.__name__ == "Hello"
+    assert found["broken"].cls is None
+    assert "twfake_missing_module" in (found["broken"].error or "")
+
+
+def test_plugin_sections_are_validated_with_the_plugin_config(fake_distribution: Path) -> None:
+    hello = next(p for p in discover_plugins() if p.name == "hello")
+    ok = settings_from_mapping({"hello": {"greeting": "hey"}}, "cfg", ["hello"])
+    assert plugin_config(hello, ok).greeting == "hey"
+    bad = settings_from_mapping({"hello": {"greting": "hey"}}, "cfg", ["hello"])
+    with pytest.raises(ConfigError, match=r"\[hello\] unknown key 'greting'"):
+        plugin_config(hello, bad)
+
+
+def test_only_the_named_plugins_load_when_asked(
+    fake_distribution: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TUNEWATCH_LOAD_PLUGINS", "hello")
+    assert [p.name for p in discover_plugins()] == ["hello"]
+
+
+class Recorder:
+    name: ClassVar[str] = "recorder"
+    Config: ClassVar[type[PluginConfig]] = PluginConfig
+
+    def __init__(self, label: str, log: list[str], fail_start: bool = False) -> None:
+        self.name = label  # type: ignore[misc]
+        self.log = log
+        self.fail_start = fail_start
+
+    async def start(self) -> None:
+        if self.fail_start:
+            raise RuntimeError("cannot start")
+        self.log.append(f"start {self.name}")
+
+    async def stop(self) -> None:
+        self.log.append(f"stop {self.name}")
+
+
+async def test_a_plugin_that_fails_to_start_does_not_stop_the_others() -> None:
+    log: list[str] = []
+    host = PluginHost()
+    await host.start(Recorder("a", log))  # type: ignore[arg-type]
+    await host.start(Recorder("b", log, fail_start=True))  # type: ignore[arg-type]
+    await host.start(Recorder("c", log))  # type: ignore[arg-type]
+    assert host.failed == {"b": "RuntimeError: cannot start"}
+    await host.stop()
+    assert log == ["start a", "start c", "stop c", "stop a"]
+
+
+async def test_the_context_resolves_per_run_and_shared_folders(tmp_path: Path) -> None:
+    store = await AsyncStore.open(tmp_path / "state.db")
+    settings = settings_from_mapping({}, "cfg")
+    ctx = PluginContext(
+        name="x",
+        bus=EventBus(),
+        store=store,
+        config=PluginConfig(),
+        settings=settings,
+        log=None,
+        run_dirs={"run-a": tmp_path / "run-a"},
+    )
+    assert ctx.run_path(tmp_path / "run-a", "inbox") == tmp_path / "run-a" / "inbox"
+    assert ctx.run_path(tmp_path / "run-a", "/srv/inbox") == Path("/srv/inbox")
+    await store.close()
+    await asyncio.sleep(0)

@@ -1,0 +1,63 @@
+"""The resources plugin: real psutil samples of disk, memory, load and the trainer process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tunewatch.daemon.bus import EventBus
+from tunewatch.daemon.config import Settings
+from tunewatch.daemon.events import ResourceSample, StatusChanged
+from tunewatch.daemon.plugin import PluginContext
+from tunewatch.daemon.store import AsyncStore
+from tunewatch.plugins.resources import ResourcesConfig, ResourcesPlugin, sample
+
+
+def test_a_sample_describes_the_disk_memory_and_trainer(tmp_path: Path) -> None:
+    event = sample(tmp_path, os.getpid())
+    assert 0.0 < event.disk_used_fraction < 1.0
+    assert event.disk_free_bytes > 0
+    assert 0.0 < event.memory_used_fraction < 1.0
+    assert event.trainer_rss_bytes is not None and event.trainer_rss_bytes > 10 * 2**20
+
+
+def test_a_trainer_that_is_gone_has_no_rss(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    assert sample(tmp_path, proc.pid).trainer_rss_bytes is None
+
+
+async def test_the_plugin_publishes_a_sample_per_run(tmp_path: Path) -> None:
+    store = await AsyncStore.open(tmp_path / "state.db")
+    run_dir = tmp_path / "run-a"
+    run_dir.mkdir()
+    run_id = await store.call(store.store.ensure_run, str(run_dir), "run-a")
+    status = StatusChanged(run="run-a", status="training", source="s", pid=os.getpid())
+    await store.call(store.store.commit_batch, run_id, [status], None)
+    bus = EventBus()
+    seen: list[ResourceSample] = []
+    bus.subscribe(ResourceSample, seen.append)
+    ctx = PluginContext(
+        name="resources",
+        bus=bus,
+        store=store,
+        config=ResourcesConfig(interval_s=3600),
+        settings=Settings(),
+        log=None,
+        run_dirs={"run-a": run_dir},
+    )
+    plugin = ResourcesPlugin(ctx)
+    await plugin.start()
+    for _ in range(100):
+        if seen:
+            break
+        await asyncio.sleep(0.02)
+    await plugin.stop()
+    await bus.close()
+    await store.close()
+    assert len(seen) == 1
+    assert seen[0].disk_path == str(run_dir)
+    assert seen[0].trainer_pid == os.getpid()
