@@ -65,14 +65,15 @@ class TextPattern:
 
 
 PRESETS: dict[str, TextPattern] = {
-    # `Step 18,500: loss=1.2345`, `step 120/1000 | loss: 2.31 | lr: 3e-5 | grad_norm=0.8`
+    # `Step 18,500: loss=1.2345`, `step 120/1000 | loss: 2.31 | lr: 3e-5 | grad_norm=0.8`.
+    # A value must end the token, so `eta: 0:01:00` or `took: 3.2s` are not metrics.
     "step_loss": TextPattern(
         re.compile(
             rf"\bstep\b\s*[:=#]?\s*(?P<step>{_COUNT})(?:\s*/\s*(?P<total_steps>{_COUNT}))?",
             re.IGNORECASE,
         ),
         re.compile(
-            rf"(?P<name>[a-z_][\w./-]*)\s*[:=]\s*(?P<value>{_NUMBER})(?![\w.])", re.IGNORECASE
+            rf"(?P<name>[a-z_][\w./-]*)\s*[:=]\s*(?P<value>{_NUMBER})(?![\w.:])", re.IGNORECASE
         ),
     ),
     # Megatron-LM: ` iteration      427/    5000 | consumed samples: 13664 | ... | lm loss: ...`

@@ -104,9 +104,9 @@ class Recorder:
 async def test_a_plugin_that_fails_to_start_does_not_stop_the_others() -> None:
     log: list[str] = []
     host = PluginHost()
-    await host.start(Recorder("a", log))  # type: ignore[arg-type]
-    await host.start(Recorder("b", log, fail_start=True))  # type: ignore[arg-type]
-    await host.start(Recorder("c", log))  # type: ignore[arg-type]
+    await host.start(Recorder("a", log))
+    await host.start(Recorder("b", log, fail_start=True))
+    await host.start(Recorder("c", log))
     assert host.failed == {"b": "RuntimeError: cannot start"}
     await host.stop()
     assert log == ["start a", "start c", "stop c", "stop a"]

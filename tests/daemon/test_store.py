@@ -13,6 +13,7 @@ from tunewatch.daemon.events import (
     CheckpointSaved,
     MetricsLogged,
     ResourceSample,
+    RunEvent,
     SourceError,
     StatusChanged,
 )
@@ -35,7 +36,7 @@ def test_the_database_is_in_wal_mode_with_a_schema_version(tmp_path: Path) -> No
 def test_a_batch_and_its_file_position_commit_together(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
     run_id = store.ensure_run(str(tmp_path / "run-a"), "run-a")
-    events = [
+    events: list[RunEvent] = [
         metric(1),
         metric(2),
         StatusChanged(run="run-a", status="training", source="s", total_steps=100),

@@ -56,6 +56,11 @@ def test_step_loss_reads_a_total_and_non_finite_values() -> None:
     assert event.metrics["total_steps"] == 1000
 
 
+def test_step_loss_skips_values_that_are_not_plain_numbers() -> None:
+    line = "step 5 | eta: 0:01:00 | took: 3.2s | loss: 1.0 | mode=train"
+    assert only_metrics(parse(PRESETS["step_loss"], line)).metrics == {"loss": 1.0}
+
+
 def test_megatron_lines_give_step_total_and_every_numeric_pair() -> None:
     event = only_metrics(parse(PRESETS["megatron"], MEGATRON_LINE))
     assert event.step == 427
