@@ -182,6 +182,15 @@ def wait_ready(notify: socket.socket, daemon: subprocess.Popen[bytes], log: Path
     raise RuntimeError(f"no READY=1 within {READY_TIMEOUT_S:g} s:\n{log.read_text()[-4000:]}")
 
 
+def write_config(home: Path, watch_step_ms: int | None) -> None:
+    """No config file means the documented defaults; one is written only to override the step."""
+    if watch_step_ms is None:
+        return
+    config = home / "config" / "tunewatch" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f"[daemon]\nwatch_step_ms = {watch_step_ms}\n")
+
+
 def start_daemon(
     home: Path, run_dirs: Sequence[Path], notify_path: Path
 ) -> subprocess.Popen[bytes]:
@@ -266,6 +275,7 @@ def report(
     args: argparse.Namespace,
 ) -> str:
     daemon, floor = processes[0], processes[1]
+    step = "default" if args.watch_step_ms is None else f"{args.watch_step_ms} ms"
     header = [
         "process",
         "RSS max MB",
@@ -307,7 +317,8 @@ def report(
             f"machine: {machine_description()}",
             f"{RUNS} runs x ({args.log_lines} log lines, 2 checkpoints with a "
             f"{args.model_mb} MB model each); READY=1 after {ready_s:.2f} s of catch-up; "
-            f"measured over {args.seconds:g} s after a {args.settle:g} s settle",
+            f"measured over {args.seconds:g} s after a {args.settle:g} s settle; "
+            f"watch_step_ms: {step}",
             "",
             markdown_table(header, rows),
             "",
@@ -325,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--settle", type=float, default=5.0, help="wait after READY=1 (s)")
     parser.add_argument("--log-lines", type=int, default=20_000, help="lines per trainer log")
     parser.add_argument("--model-mb", type=int, default=50, help="size of each dummy model (MB)")
+    parser.add_argument(
+        "--watch-step-ms", type=int, help="override [daemon] watch_step_ms (default: the default)"
+    )
     parser.add_argument("--no-bare-python", action="store_true", help="skip the interpreter floor")
     return parser
 
@@ -334,6 +348,7 @@ def run(home: Path, args: argparse.Namespace) -> str:
     say(f"writing {RUNS} runs under {home}...")
     for i, run_dir in enumerate(run_dirs):
         prepare_run(run_dir, args.log_lines, args.model_mb * MIB, seed=i)
+    write_config(home, args.watch_step_ms)
     notify_path = home / "notify.sock"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(notify_path))

@@ -9,9 +9,12 @@ events, so the daemon counts them and keeps going.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+import orjson
 
 from tunewatch.daemon.events import RunEvent
 
@@ -58,3 +61,19 @@ class DocumentParser(Protocol):
         Raises `IncompleteDocument` for a truncated or half-written document.
         """
         ...
+
+
+def load_document(data: bytes) -> object:
+    """Parse a whole JSON document, NaN/Infinity literals included.
+
+    Anything unparseable raises `IncompleteDocument`: trainers rewrite these files in place,
+    so a broken document is most likely one caught mid-write.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass  # orjson refuses the NaN literal that Python's json.dumps writes for a NaN loss
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise IncompleteDocument(str(exc)) from exc

@@ -13,8 +13,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
-import orjson
-
 from tunewatch.daemon.events import (
     CheckpointSaved,
     MetricsLogged,
@@ -22,26 +20,10 @@ from tunewatch.daemon.events import (
     SourceError,
     StatusChanged,
 )
-from tunewatch.daemon.sources.base import FileOrigin, IncompleteDocument
+from tunewatch.daemon.sources.base import FileOrigin, load_document
 from tunewatch.daemon.sources.metric_names import as_metric, as_step, split_step
 
 _CHECKPOINT_DIR = re.compile(r"checkpoint-\d+")
-
-
-def load_document(data: bytes) -> object:
-    """Parse a whole JSON document, NaN/Infinity literals included.
-
-    Anything unparseable raises `IncompleteDocument`: trainers rewrite these files in place,
-    so a broken document is most likely one caught mid-write.
-    """
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        pass  # orjson refuses the NaN literal that Python's json.dumps writes for a NaN loss
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise IncompleteDocument(str(exc)) from exc
 
 
 @dataclass

@@ -10,8 +10,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from tunewatch.daemon.events import MetricsLogged, RunEvent, SourceError, StatusChanged
-from tunewatch.daemon.sources.base import FileOrigin
-from tunewatch.daemon.sources.hf_trainer import load_document
+from tunewatch.daemon.sources.base import FileOrigin, load_document
 from tunewatch.daemon.sources.metric_names import as_step, split_step
 
 _TOTAL_KEYS = ("total_steps", "max_steps")
