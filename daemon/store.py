@@ -406,9 +406,14 @@ class Store:
     # -- queries --------------------------------------------------------------------------------
 
     def metrics(
-        self, run_id: int | None = None, after_seq: int = 0, source: str | None = None
+        self,
+        run_id: int | None = None,
+        after_seq: int = 0,
+        source: str | None = None,
+        limit: int | None = None,
     ) -> list[MetricPoint]:
-        """Every recorded point after `after_seq`, oldest first."""
+        """The recorded points after `after_seq`, oldest first (about `limit` of them, whole
+        chunks, when a limit is given)."""
         names = self.run_names()
         sql = "SELECT run_id, source, points FROM metric_chunks WHERE last_seq > ?"
         args: list[Any] = [after_seq]
@@ -426,6 +431,8 @@ class Store:
                 for seq, step, t, values in decode_points(data)
                 if seq > after_seq
             )
+            if limit is not None and len(result) >= limit:
+                break
         return result
 
     def latest_metric(self, run_id: int, name: str) -> MetricPoint | None:

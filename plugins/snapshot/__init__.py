@@ -1,0 +1,291 @@
+"""The snapshot plugin: on each new best model, keep a safe copy of that step's checkpoint.
+
+Copies land in `[paths] snapshots` with a manifest of sha256 sums; the `keep_best` best are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import structlog
+
+from tunewatch.daemon.events import BestModelFound, CheckpointSaved, SnapshotCreated
+from tunewatch.daemon.plugin import PluginContext
+from tunewatch.plugins.snapshot.copy import Aborted
+from tunewatch.plugins.snapshot.locate import Located, Unavailable, locate
+from tunewatch.plugins.snapshot.retention import list_snapshots, prune
+from tunewatch.plugins.snapshot.settle import NotSettled, wait_until_settled
+from tunewatch.plugins.snapshot.staging import UnsafeRemoval, clean_stale
+from tunewatch.plugins.snapshot.take import (
+    Refused,
+    SnapshotRequest,
+    SourceChanged,
+    Taken,
+    take_snapshot,
+)
+
+# CheckpointSaved only comes when the trainer_state source is on; look at the run dir this
+# often as well, which costs one directory listing.
+CHECKPOINT_POLL_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotConfig:
+    enabled: bool = True
+    wait_for_checkpoint_s: float = 600.0
+    settle_s: float = 2.0
+    keep_best: int = 3
+    model_dir: str = ""
+    hardlink: bool = True
+
+
+class SnapshotPlugin:
+    """Snapshots the checkpoint of every `BestModelFound`, one at a time per run."""
+
+    name: ClassVar[str] = "snapshot"
+    Config: ClassVar[type[SnapshotConfig]] = SnapshotConfig
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+        self.config: SnapshotConfig = ctx.config
+        self.log: Any = ctx.log if ctx.log is not None else structlog.get_logger(__name__)
+        self._queues: dict[str, asyncio.Queue[BestModelFound]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._saved: dict[str, asyncio.Event] = {}
+        self._dir_locks: dict[str, asyncio.Lock] = {}
+        self._cleaned: set[str] = set()
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._stopping = threading.Event()
+        self._startup: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if not self.config.enabled:
+            return
+        bus = self.ctx.bus
+        self._unsubscribe = [
+            bus.subscribe(BestModelFound, self._on_best, name="snapshot:best"),
+            bus.subscribe(CheckpointSaved, self._on_checkpoint, name="snapshot:checkpoint"),
+        ]
+        self._startup = asyncio.create_task(self._clean_known_dirs(), name="snapshot:cleanup")
+
+    async def stop(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
+        # A copy running in a thread cannot be cancelled; this makes it stop and clean up.
+        self._stopping.set()
+        tasks = [*self._workers.values(), *([self._startup] if self._startup else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- bus handlers ---------------------------------------------------------------------------
+
+    def _on_best(self, event: BestModelFound) -> None:
+        queue = self._queues.get(event.run)
+        if queue is None:
+            queue = self._queues[event.run] = asyncio.Queue()
+            self._workers[event.run] = asyncio.create_task(
+                self._work(queue), name=f"snapshot:{event.run}"
+            )
+        queue.put_nowait(event)
+
+    def _on_checkpoint(self, event: CheckpointSaved) -> None:
+        self._saved_signal(event.run).set()
+
+    def _saved_signal(self, run: str) -> asyncio.Event:
+        return self._saved.setdefault(run, asyncio.Event())
+
+    # -- one snapshot at a time per run -----------------------------------------------------------
+
+    async def _work(self, queue: asyncio.Queue[BestModelFound]) -> None:
+        while True:
+            event = await queue.get()
+            try:
+                await self._handle(event)
+            except Aborted:
+                return
+            except Exception:
+                self.log.exception("snapshot failed", run=event.run, step=event.step)
+
+    async def _handle(self, event: BestModelFound) -> None:
+        run_dir = await self._run_dir(event.run)
+        if run_dir is None:
+            self._skip(event, f"run {event.run!r} has no known directory")
+            return
+        if not math.isfinite(event.value):
+            self._skip(event, f"the best value {event.value} is not finite")
+            return
+        snapshots_dir = self.ctx.run_path(run_dir, self.ctx.settings.paths.snapshots)
+        existing = await asyncio.to_thread(_existing, snapshots_dir, event.run, event.step)
+        if existing is not None:
+            self.log.info(
+                "step already snapshotted", run=event.run, step=event.step, path=str(existing)
+            )
+            return
+        located = await self._wait_for_checkpoint(event, run_dir)
+        if isinstance(located, str):
+            self._skip(event, located)
+            return
+        await self._snapshot(event, located, snapshots_dir)
+
+    async def _run_dir(self, run: str) -> Path | None:
+        known = self.ctx.run_dirs.get(run)
+        if known is not None:
+            return Path(known)
+        # A run found after the plugin started is only in the store.
+        rows = await self.ctx.store.call(self.ctx.store.store.runs)
+        return next((Path(row.path) for row in rows if row.name == run), None)
+
+    async def _wait_for_checkpoint(self, event: BestModelFound, run_dir: Path) -> Located | str:
+        """The step's checkpoint once it exists, or why there will be none."""
+        # A trainer may log the evaluation that makes a new best before it saves that step.
+        loop = asyncio.get_running_loop()
+        wait_s = self.config.wait_for_checkpoint_s
+        deadline = loop.time() + wait_s
+        saved = self._saved_signal(event.run)
+        while True:
+            saved.clear()  # before looking, so a save during the look is not missed
+            found = await asyncio.to_thread(
+                locate, run_dir, event.step, event.checkpoint, self.config.model_dir
+            )
+            if isinstance(found, Located):
+                return found
+            if isinstance(found, Unavailable):
+                return found.reason
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return f"{found.reason}; gave up after waiting {wait_s:g} s"
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(saved.wait(), min(remaining, CHECKPOINT_POLL_S))
+
+    async def _snapshot(self, event: BestModelFound, found: Located, snapshots_dir: Path) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.wait_for_checkpoint_s
+        while True:
+            try:
+                settled = await wait_until_settled(
+                    found.path,
+                    settle_s=self.config.settle_s,
+                    timeout_s=max(0.0, deadline - loop.time()),
+                    required=found.required_file,
+                )
+            except NotSettled as exc:
+                self._skip(event, str(exc))
+                return
+            request = SnapshotRequest(
+                run=event.run,
+                step=event.step,
+                metric=event.metric,
+                value=event.value,
+                source=found.path,
+                snapshots_dir=snapshots_dir,
+                # model_dir is overwritten with each save, possibly in place: only a copy is safe.
+                hardlink=self.config.hardlink and found.kind != "model_dir",
+                settled=settled,
+            )
+            async with self._dir_lock(snapshots_dir):
+                await self._clean_once(snapshots_dir)
+                try:
+                    taken = await asyncio.to_thread(take_snapshot, request, self._stopping.is_set)
+                except SourceChanged as exc:
+                    self.log.info("checkpoint changed while copying; waiting again", why=str(exc))
+                    continue
+                except Refused as exc:
+                    self._skip(event, str(exc))
+                    return
+                pruned = await self._prune(event, snapshots_dir)
+            self._report(event, found, taken, pruned)
+            return
+
+    async def _prune(self, event: BestModelFound, snapshots_dir: Path) -> list[Path]:
+        try:
+            return await asyncio.to_thread(
+                prune, snapshots_dir, event.run, event.metric, self.config.keep_best
+            )
+        except (UnsafeRemoval, OSError) as exc:
+            self.log.warning("retention skipped", run=event.run, error=str(exc))
+            return []
+
+    def _report(
+        self, event: BestModelFound, found: Located, taken: Taken, pruned: list[Path]
+    ) -> None:
+        for path in pruned:
+            self.log.info("snapshot removed by retention", run=event.run, path=str(path))
+        if taken.path in pruned:
+            self.log.info(
+                "new snapshot is not among the best kept; removed again",
+                run=event.run,
+                step=event.step,
+                keep_best=self.config.keep_best,
+            )
+            return
+        self.log.info(
+            "snapshot created",
+            run=event.run,
+            step=event.step,
+            path=str(taken.path),
+            source=str(found.path),
+            linked=taken.copy.linked,
+            copied=taken.copy.copied,
+            skipped=taken.copy.skipped,
+        )
+        self.ctx.bus.publish(
+            SnapshotCreated(event.run, event.step, str(taken.path), str(found.path))
+        )
+
+    def _skip(self, event: BestModelFound, reason: str) -> None:
+        self.log.warning(
+            "no snapshot of this best model", run=event.run, step=event.step, reason=reason
+        )
+
+    # -- leftovers of a crash ---------------------------------------------------------------------
+
+    def _dir_lock(self, snapshots_dir: Path) -> asyncio.Lock:
+        # One lock per snapshots folder: an absolute one is shared by all runs, and cleanup must
+        # never run while another run's snapshot is being built there.
+        return self._dir_locks.setdefault(_dir_key(snapshots_dir), asyncio.Lock())
+
+    async def _clean_once(self, snapshots_dir: Path) -> None:
+        """Remove what a crash left in `snapshots_dir`, once per start; hold its lock."""
+        key = _dir_key(snapshots_dir)
+        if key in self._cleaned:
+            return
+        self._cleaned.add(key)
+        for path in await asyncio.to_thread(clean_stale, snapshots_dir):
+            self.log.info("removed an unfinished snapshot left by a crash", path=str(path))
+
+    async def _clean_known_dirs(self) -> None:
+        dirs = {name: Path(path) for name, path in self.ctx.run_dirs.items()}
+        try:
+            for row in await self.ctx.store.call(self.ctx.store.store.runs):
+                dirs.setdefault(row.name, Path(row.path))
+        except Exception:
+            self.log.exception("could not list the runs; cleaning up only the configured ones")
+        for run_dir in dirs.values():
+            snapshots_dir = self.ctx.run_path(run_dir, self.ctx.settings.paths.snapshots)
+            try:
+                async with self._dir_lock(snapshots_dir):
+                    await self._clean_once(snapshots_dir)
+            except OSError as exc:
+                self.log.warning("could not clean up", path=str(snapshots_dir), error=str(exc))
+
+
+def _dir_key(snapshots_dir: Path) -> str:
+    return os.path.abspath(snapshots_dir)
+
+
+def _existing(snapshots_dir: Path, run: str, step: int) -> Path | None:
+    return next(
+        (p for p, m in list_snapshots(snapshots_dir) if m.run == run and m.step == step), None
+    )

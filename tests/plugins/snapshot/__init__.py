@@ -1,0 +1,1 @@
+"""Tests of the snapshot plugin (a package, so its test module names stay unique)."""
