@@ -1,0 +1,218 @@
+"""The notify plugin: tells a person about anomalies, recoveries, best models and finished work.
+
+Every alert is logged. Unless notifications are off, it also goes to the desktop (when a session
+bus and a notification server exist) and to the configured remote channels, under one global cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import structlog
+
+from tunewatch.daemon.events import (
+    AnomalyDetected,
+    AnomalyResolved,
+    BestModelFound,
+    ComparisonFinished,
+    ReportWritten,
+    SnapshotCreated,
+    ValidationFinished,
+)
+from tunewatch.daemon.plugin import PluginContext
+from tunewatch.plugins.notify import messages
+from tunewatch.plugins.notify.desktop import DesktopChannel, FileOpener
+from tunewatch.plugins.notify.messages import Alert
+from tunewatch.plugins.notify.remote import RemoteChannels
+from tunewatch.plugins.notify.throttle import Throttle
+
+__all__ = ["Alert", "NotifyConfig", "NotifyPlugin"]
+
+# Snapshots remembered in case one is announced before its best model (bounded memory).
+RECENT_SNAPSHOTS = 64
+CLOSE_GRACE_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyConfig:
+    enabled: bool = True
+    desktop: bool = True
+    remote_urls: tuple[str, ...] = ()
+    max_per_window: int = 5
+    window_s: float = 60.0
+    best_wait_s: float = 120.0
+    send_timeout_s: float = 10.0
+    retry_s: float = 30.0
+    retry_max_s: float = 900.0
+
+
+RunKey = tuple[str, int]
+
+
+class NotifyPlugin:
+    """Turns events into alerts: logs each, then sends it to the desktop and remote channels."""
+
+    name: ClassVar[str] = "notify"
+    Config: ClassVar[type[NotifyConfig]] = NotifyConfig
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+        self.config: NotifyConfig = ctx.config
+        self.log = ctx.log if ctx.log is not None else structlog.get_logger(__name__)
+        self.throttle = Throttle(self.config.max_per_window, self.config.window_s)
+        self.opener = FileOpener(self.log)
+        self.desktop: DesktopChannel | None = None
+        self.remote: RemoteChannels | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._waiting_best: dict[RunKey, tuple[BestModelFound, asyncio.Task[None]]] = {}
+        self._snapshots: OrderedDict[RunKey, str] = OrderedDict()
+        self._flush_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self.config.enabled:
+            return
+        self._start_channels()
+        bus = self.ctx.bus
+        self._unsubscribe = [
+            bus.subscribe(AnomalyDetected, self.on_anomaly, name="notify:anomaly"),
+            bus.subscribe(AnomalyResolved, self.on_recovery, name="notify:recovery"),
+            bus.subscribe(BestModelFound, self.on_best_model, name="notify:best"),
+            bus.subscribe(SnapshotCreated, self.on_snapshot, name="notify:snapshot"),
+            bus.subscribe(ValidationFinished, self.on_validation, name="notify:validation"),
+            bus.subscribe(ComparisonFinished, self.on_comparison, name="notify:comparison"),
+            bus.subscribe(ReportWritten, self.on_report, name="notify:report"),
+        ]
+
+    def _start_channels(self) -> None:
+        if not self.ctx.notifications:
+            self.log.info("notifications are off: alerts go to the log only")
+            return
+        cfg = self.config
+        if cfg.desktop:
+            self.desktop = DesktopChannel(
+                self.log,
+                timeout_s=cfg.send_timeout_s,
+                retry_s=cfg.retry_s,
+                retry_max_s=cfg.retry_max_s,
+                opener=self.opener.open,
+            )
+            self.desktop.start()
+        if cfg.remote_urls:
+            self.remote = RemoteChannels(cfg.remote_urls, self.log, timeout_s=cfg.send_timeout_s)
+            self.remote.start()
+
+    async def stop(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
+        # A best model still waiting for its snapshot, and alerts held by the cap, are told now.
+        timers = [timer for _best, timer in self._waiting_best.values()]
+        for best, timer in list(self._waiting_best.values()):
+            timer.cancel()
+            self._emit(messages.best_model_alert(best, None))
+        self._waiting_best.clear()
+        if self._flush_task is not None:
+            timers.append(self._flush_task)
+            self._flush_task.cancel()
+        await asyncio.gather(*timers, return_exceptions=True)
+        self._send_summary(self.throttle.drain())
+        if self.desktop is not None:
+            await self.desktop.close(CLOSE_GRACE_S)
+        if self.remote is not None:
+            await self.remote.close(CLOSE_GRACE_S)
+        await self.opener.close()
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def on_anomaly(self, event: AnomalyDetected) -> None:
+        self._emit(messages.anomaly_alert(event, self._run_dir(event.run)))
+
+    def on_recovery(self, event: AnomalyResolved) -> None:
+        self._emit(messages.recovery_alert(event, self._run_dir(event.run)))
+
+    def on_validation(self, event: ValidationFinished) -> None:
+        self._emit(messages.validation_alert(event))
+
+    def on_comparison(self, event: ComparisonFinished) -> None:
+        self._emit(messages.comparison_alert(event))
+
+    def on_report(self, event: ReportWritten) -> None:
+        self._emit(messages.report_alert(event))
+
+    def on_best_model(self, event: BestModelFound) -> None:
+        """Wait up to `best_wait_s` for the snapshot, so one notification can say it is saved."""
+        key = (event.run, event.step)
+        snapshot = self._snapshots.pop(key, None)
+        if snapshot is not None or self.config.best_wait_s <= 0:
+            self._emit(messages.best_model_alert(event, snapshot))
+            return
+        previous = self._waiting_best.pop(key, None)
+        if previous is not None:
+            previous[1].cancel()
+        timer = asyncio.create_task(self._best_without_snapshot(key), name="notify-best-wait")
+        self._waiting_best[key] = (event, timer)
+
+    def on_snapshot(self, event: SnapshotCreated) -> None:
+        key = (event.run, event.step)
+        waiting = self._waiting_best.pop(key, None)
+        if waiting is None:
+            self._snapshots[key] = event.path
+            while len(self._snapshots) > RECENT_SNAPSHOTS:
+                self._snapshots.popitem(last=False)
+            return
+        best, timer = waiting
+        timer.cancel()
+        self._emit(messages.best_model_alert(best, event.path))
+
+    async def _best_without_snapshot(self, key: RunKey) -> None:
+        await asyncio.sleep(self.config.best_wait_s)
+        waiting = self._waiting_best.pop(key, None)
+        if waiting is not None:
+            self._emit(messages.best_model_alert(waiting[0], None))
+
+    def _run_dir(self, run: str) -> str | None:
+        path = self.ctx.run_dirs.get(run)
+        return str(path) if path is not None else None
+
+    # -- delivery -------------------------------------------------------------------------------
+
+    def _emit(self, alert: Alert) -> None:
+        """Log `alert`, then send it (or hold it under the cap). Never blocks, never raises."""
+        log = self.log.warning if alert.critical else self.log.info
+        log("alert", title=alert.title, body=alert.body, run=alert.run, kind=alert.kind)
+        if self.desktop is None and self.remote is None:
+            return
+        now = time.monotonic()
+        self._send_summary(self.throttle.due(now))
+        if self.throttle.offer(alert, now):
+            self._fan_out(alert)
+            return
+        self._arm_flush()
+
+    def _fan_out(self, alert: Alert) -> None:
+        if self.desktop is not None:
+            self.desktop.submit(alert)
+        if self.remote is not None:
+            self.remote.submit(alert)
+
+    def _arm_flush(self) -> None:
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.create_task(self._flush_when_due(), name="notify-flush")
+
+    async def _flush_when_due(self) -> None:
+        while (flush_at := self.throttle.flush_at()) is not None:
+            await asyncio.sleep(max(flush_at - time.monotonic(), 0.0))
+            self._send_summary(self.throttle.due(time.monotonic()))
+
+    def _send_summary(self, summary: Alert | None) -> None:
+        if summary is None:
+            return
+        self.log.info("alerts collapsed under the cap", title=summary.title, body=summary.body)
+        self._fan_out(summary)

@@ -1,0 +1,197 @@
+"""What a person reads: each event becomes an `Alert` with a short title and a one-line body.
+
+Pure functions of the event. Every interpolated value goes through `one_line`; the text is
+plain (escaping for markup-aware desktops happens at the desktop channel, the one place that
+needs it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePath
+
+from tunewatch.daemon.events import (
+    AnomalyDetected,
+    AnomalyResolved,
+    BestModelFound,
+    ComparisonFinished,
+    ReportWritten,
+    ValidationFinished,
+)
+from tunewatch.daemon.history import fmt_step, fmt_value
+from tunewatch.plugins.notify.markup import one_line
+
+# Verdicts a validator uses to say "do not train on this".
+FAILING_VERDICTS = frozenset({"fail", "failed", "failing", "rejected", "invalid", "error"})
+
+_KIND_LABELS = {
+    "non_finite": "non-finite value",
+    "zscore": "unusual value",
+}
+
+# Words shown before `expected` when a detector gave no detail of its own.
+_EXPECTED_WORDS = {
+    "divergence": "best",
+    "zscore": "typical",
+    "accuracy_drop": "was",
+    "inverted_loss": "was",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One notification: plain-text title and body, how urgent, and what a click opens."""
+
+    title: str
+    body: str
+    kind: str
+    run: str | None = None
+    critical: bool = False
+    target: str | None = None  # a file or folder to open when the notification is clicked
+
+
+def metric_label(metric: str) -> str:
+    """`eval_loss` -> `eval loss`: metric names as words."""
+    return one_line(metric).replace("_", " ")
+
+
+def kind_label(kind: str) -> str:
+    """`loss_spike` -> `loss spike`: detector kinds as words."""
+    return _KIND_LABELS.get(kind) or one_line(kind).replace("_", " ")
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
+def _name(path: str) -> str:
+    return one_line(PurePath(path).name or path)
+
+
+# -- anomalies ---------------------------------------------------------------------------------
+
+
+def anomaly_title(e: AnomalyDetected) -> str:
+    run = one_line(e.run)
+    metric = metric_label(e.metric)
+    if e.kind == "divergence":
+        return f"Training diverged: {run}"
+    if e.kind == "non_finite":
+        return f"{fmt_value(e.value)} {metric}: {run}"
+    if e.kind == "loss_spike":
+        return f"Loss spike: {run}"
+    if e.kind == "inverted_loss":
+        return f"Eval loss rising while train loss falls: {run}"
+    if e.kind == "zscore":
+        return f"Unusual {metric}: {run}"
+    if e.kind == "accuracy_drop":
+        return f"Accuracy dropped: {run}"
+    if e.kind == "stall":
+        return f"Training stalled: {run}"
+    return f"{kind_label(e.kind).capitalize()}: {run}"
+
+
+def anomaly_body(e: AnomalyDetected) -> str:
+    detail = one_line(e.detail)
+    if e.kind == "stall":
+        # The stall check words its own finding ("No new metric for 35 min (status: training)").
+        return detail or f"No new metric since step {fmt_step(e.step)}"
+    head = f"Step {fmt_step(e.step)}: {metric_label(e.metric)}"
+    if e.kind == "non_finite":
+        line = f"{head} is {fmt_value(e.value)}"
+        return f"{line} ({detail})" if detail else line
+    line = f"{head} {fmt_value(e.value)}"
+    if detail:
+        return f"{line} ({detail})"
+    if e.expected is None:
+        return line
+    return f"{line} ({_EXPECTED_WORDS.get(e.kind, 'expected')} {fmt_value(e.expected)})"
+
+
+def anomaly_alert(e: AnomalyDetected, run_dir: str | None = None) -> Alert:
+    return Alert(
+        title=anomaly_title(e),
+        body=anomaly_body(e),
+        kind="anomaly",
+        run=e.run,
+        critical=e.severity == "critical",
+        target=run_dir,
+    )
+
+
+def recovery_alert(e: AnomalyResolved, run_dir: str | None = None) -> Alert:
+    what = kind_label(e.kind).capitalize()
+    on_metric = f" on {metric_label(e.metric)}" if e.metric else ""
+    return Alert(
+        title=f"Recovered: {one_line(e.run)}",
+        body=f"{what}{on_metric} is over (step {fmt_step(e.step)})",
+        kind="recovered",
+        run=e.run,
+        target=run_dir,
+    )
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+def best_model_alert(e: BestModelFound, snapshot: str | None) -> Alert:
+    body = f"Step {fmt_step(e.step)}: {metric_label(e.metric)} {fmt_value(e.value)}"
+    if snapshot is not None:
+        body += " · snapshot saved"
+    return Alert(
+        title=f"New best model: {one_line(e.run)}",
+        body=body,
+        kind="best_model",
+        run=e.run,
+        target=snapshot or e.checkpoint,
+    )
+
+
+def validation_failed(e: ValidationFinished) -> bool:
+    return e.verdict.strip().lower() in FAILING_VERDICTS
+
+
+def validation_alert(e: ValidationFinished) -> Alert:
+    name = _name(e.path)
+    target = e.report_path or str(PurePath(e.path).parent)
+    if validation_failed(e):
+        body = f"FAILED: {plural(e.errors, 'error')}"
+        if e.warnings:
+            body += f", {plural(e.warnings, 'warning')}"
+        return Alert(
+            title=f"Data check failed: {name}",
+            body=f"{body} (score {e.score}/100)",
+            kind="validation",
+            run=e.run,
+            critical=True,
+            target=target,
+        )
+    body = f"{name}: {e.score}/100, {one_line(e.verdict, 40)}"
+    if e.warnings:
+        body += f", {plural(e.warnings, 'warning')}"
+    return Alert(
+        title=f"Data checked: {name}", body=body, kind="validation", run=e.run, target=target
+    )
+
+
+def comparison_alert(e: ComparisonFinished) -> Alert:
+    a, b = _name(e.model_a), _name(e.model_b)
+    summary = one_line(e.summary, 200)
+    if not summary:
+        summary = f"{_name(e.winner)} is better" if e.winner else "no clear winner"
+    return Alert(
+        title=f"Models compared: {a} vs {b}",
+        body=summary,
+        kind="comparison",
+        run=e.run,
+        target=e.report_path,
+    )
+
+
+def report_alert(e: ReportWritten) -> Alert:
+    return Alert(
+        title="Training report ready",
+        body=f"Last {e.period_hours:g} h: {_name(e.path)}",
+        kind="report",
+        target=e.path,
+    )
