@@ -33,7 +33,7 @@ class DaemonSettings:
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "console", "json"] = "auto"
     rescan_interval_s: float = 30.0
-    watch_step_ms: int = 5
+    watch_step_ms: int = 50
     queue_size: int = 10_000
     drain_timeout_s: float = 5.0
 

@@ -31,6 +31,7 @@ from tunewatch.daemon.sources.discovery import (
     scan_run,
 )
 from tunewatch.daemon.sources.document import DocumentFollower
+from tunewatch.daemon.sources.inotify import FileWakeups
 from tunewatch.daemon.sources.run_sources import RunSources, make_follower
 from tunewatch.daemon.sources.tailer import TailBatch
 from tunewatch.daemon.store import AsyncStore
@@ -83,6 +84,7 @@ class RunWatcher:
         self._roots_changed = asyncio.Event()
         self.batches_committed = 0
         self._errors_logged: Counter[tuple[str, str]] = Counter()
+        self.wakeups = FileWakeups(self.on_change, self._recheck_followed)
 
     # -- run directories ----------------------------------------------------------------------
 
@@ -182,6 +184,7 @@ class RunWatcher:
             in_flight = (asyncio.ensure_future(self._store_batch(run, batch)), batch)
         if in_flight is not None:
             await self._publish_when_committed(*in_flight)
+        self.wakeups.watch(path)
 
     async def _store_batch(self, run: RunSources, batch: TailBatch) -> None:
         await self.store.call(self.store.store.commit_batch, run.run_id, batch.events, batch.state)
@@ -223,6 +226,13 @@ class RunWatcher:
                     source=event.source,
                 )
 
+    def _recheck_followed(self) -> None:
+        """inotify dropped events (queue overflow): read every followed log again."""
+        for run in self.runs.values():
+            for follower in run.followers.values():
+                if not isinstance(follower, DocumentFollower):
+                    self.on_change(follower.path)
+
     async def catch_up(self) -> None:
         await self.rescan()
         await self.drain()
@@ -230,6 +240,11 @@ class RunWatcher:
     # -- the long-running loops -----------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        self.wakeups.open()
+        for run in self.runs.values():
+            for follower in run.followers.values():
+                if not isinstance(follower, DocumentFollower):
+                    self.wakeups.watch(follower.path)
         tasks = [
             asyncio.create_task(self._watch_loop(stop), name="watch"),
             asyncio.create_task(self._rescan_loop(stop), name="rescan"),
@@ -238,6 +253,7 @@ class RunWatcher:
         try:
             await stop.wait()
         finally:
+            self.wakeups.close()
             self._roots_changed.set()
             for task in tasks:
                 task.cancel()
