@@ -5,7 +5,7 @@ over five run directories, each with a 20,000-line trainer_log.jsonl, a status f
 checkpoints (trainer_state.json plus a 50 MB model file). Measured in the same window: one
 `tail -F` on the same five logs (the floor) and a bare Python interpreter (Python's own RSS).
 
-    .venv/bin/python bench/idle_footprint.py                  # about 2 minutes
+    .venv/bin/python bench/idle_footprint.py                  # about 80 s
     .venv/bin/python bench/idle_footprint.py --seconds 10 --log-lines 2000 --model-mb 1
 """
 
@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import psutil
@@ -192,10 +193,11 @@ def write_config(home: Path, watch_step_ms: int | None) -> None:
 
 
 def start_daemon(
-    home: Path, run_dirs: Sequence[Path], notify_path: Path
+    home: Path, run_dirs: Sequence[Path], notify_path: Path, extra_env: Sequence[str] = ()
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
+        **dict(item.split("=", 1) for item in extra_env),
         "XDG_STATE_HOME": str(home / "state"),
         "XDG_CONFIG_HOME": str(home / "config"),
         "NOTIFY_SOCKET": str(notify_path),
@@ -248,6 +250,57 @@ def import_evidence(proc: psutil.Process, log: Path) -> ImportEvidence:
     return ImportEvidence(forbidden_maps, modules, ranked)
 
 
+# What the daemon imports, in an order that charges each dependency its own cost: structlog
+# imports rich.traceback whenever rich is installed, and asyncio brings in ssl.
+IMPORT_ORDER = (
+    "asyncio",
+    "sqlite3",
+    "orjson",
+    "rich.traceback",
+    "structlog",
+    "aiofiles",
+    "psutil",
+    "watchfiles",
+    "tunewatch.daemon.cli",
+    "tunewatch.daemon.service",
+)
+_IMPORT_PROBE = """
+import importlib, json, os, sys
+page = os.sysconf("SC_PAGE_SIZE")
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * page
+print(json.dumps(["python", rss()]))
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        continue
+    print(json.dumps([name, rss()]))
+"""
+
+
+def import_rss() -> list[tuple[str, int]]:
+    """RSS growth of a fresh interpreter as it imports what the daemon imports, in order.
+
+    The daemon core first, then each installed plugin: the daemon loads every one it finds.
+    """
+    plugins = sorted({ep.module for ep in entry_points(group="tunewatch.plugins")})
+    out = subprocess.run(
+        [sys.executable, "-c", _IMPORT_PROBE, *IMPORT_ORDER, *plugins],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    steps: list[tuple[str, int]] = []
+    previous = 0
+    for line in out.splitlines():
+        name, rss = json.loads(line)
+        steps.append((name, rss - previous))
+        previous = rss
+    return steps
+
+
 # -- the measurement ------------------------------------------------------------------------------
 
 
@@ -271,11 +324,13 @@ def _mb(value: int | None) -> str:
 def report(
     processes: Sequence[Measured],
     evidence: ImportEvidence,
+    imports: Sequence[tuple[str, int]],
     ready_s: float,
     args: argparse.Namespace,
 ) -> str:
     daemon, floor = processes[0], processes[1]
     step = "default" if args.watch_step_ms is None else f"{args.watch_step_ms} ms"
+    env_note = f"; daemon env: {' '.join(args.env)}" if args.env else ""
     header = [
         "process",
         "RSS max MB",
@@ -310,6 +365,9 @@ def report(
             f"{', '.join(FORBIDDEN_MAPS)}; none of the {len(evidence.modules)} modules it "
             "imported comes from torch or transformers)"
         )
+    by_import = ", ".join(
+        f"{name} {'+' if i else ''}{size / MIB:.1f} MB" for i, (name, size) in enumerate(imports)
+    )
     slowest = evidence.top_level_cumulative_us[:8]
     top = ", ".join(f"{name} {us / 1000:.0f} ms" for name, us in slowest)
     return "\n".join(
@@ -318,7 +376,7 @@ def report(
             f"{RUNS} runs x ({args.log_lines} log lines, 2 checkpoints with a "
             f"{args.model_mb} MB model each); READY=1 after {ready_s:.2f} s of catch-up; "
             f"measured over {args.seconds:g} s after a {args.settle:g} s settle; "
-            f"watch_step_ms: {step}",
+            f"watch_step_ms: {step}{env_note}",
             "",
             markdown_table(header, rows),
             "",
@@ -326,8 +384,15 @@ def report(
             f"idle CPU < {GOAL_CPU_PERCENT:g} %: {'yes' if cpu_ok else 'NO'}",
             imports_line,
             f"slowest packages the daemon imports (cumulative import time): {top}",
+            f"RSS of a fresh interpreter importing the daemon step by step: {by_import}",
         ]
     )
+
+
+def env_item(text: str) -> str:
+    if "=" not in text or text.startswith("="):
+        raise argparse.ArgumentTypeError(f"not KEY=VALUE: {text!r}")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -338,6 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-mb", type=int, default=50, help="size of each dummy model (MB)")
     parser.add_argument(
         "--watch-step-ms", type=int, help="override [daemon] watch_step_ms (default: the default)"
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        type=env_item,
+        metavar="KEY=VALUE",
+        help="extra environment for the daemon only, e.g. MALLOC_ARENA_MAX=1 (repeatable)",
     )
     parser.add_argument("--no-bare-python", action="store_true", help="skip the interpreter floor")
     return parser
@@ -357,7 +430,7 @@ def run(home: Path, args: argparse.Namespace) -> str:
     try:
         say("starting tunewatch run...")
         started = time.monotonic()
-        daemon = Measured("tunewatch run", start_daemon(home, run_dirs, notify_path))
+        daemon = Measured("tunewatch run", start_daemon(home, run_dirs, notify_path, args.env))
         processes.append(daemon)
         wait_ready(notify, daemon.popen, home / "daemon.log")
         ready_s = time.monotonic() - started
@@ -374,11 +447,11 @@ def run(home: Path, args: argparse.Namespace) -> str:
         say(f"measuring for {args.seconds:g} s...")
         measure(processes, args.seconds)
         evidence = import_evidence(daemon.proc, home / "daemon.log")
-        return report(processes, evidence, ready_s, args)
     finally:
         for p in processes:
             p.stop()
         notify.close()
+    return report(processes, evidence, import_rss(), ready_s, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

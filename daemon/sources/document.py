@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +39,9 @@ class DocumentFollower:
         self.make_parser = make_parser
         self.state = state
         self._seen: dict[str, bytes] = {}  # path -> digest of the last content fully handled
+        # path -> (inode, size, mtime) when last fully handled: a rescan of an unchanged
+        # checkpoint's trainer_state.json costs one stat, not a read and a hash.
+        self._stat: dict[str, tuple[int, int, int]] = {}
         self._incomplete: dict[str, tuple[bytes, int]] = {}  # path -> (digest, failed reads)
 
     def wants_retry(self) -> bool:
@@ -45,13 +49,17 @@ class DocumentFollower:
         return bool(self._incomplete)
 
     async def read(self, path: Path) -> TailBatch | None:
+        key = str(path)
         try:
+            st = os.stat(path)
+            signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+            if self._stat.get(key) == signature:
+                return None
             async with aiofiles.open(path, "rb") as fh:
                 data = await fh.read()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            self._incomplete.pop(str(path), None)
+            self._incomplete.pop(key, None)
             return None
-        key = str(path)
         digest = hashlib.blake2b(data, digest_size=16).digest()
         if self._seen.get(key) == digest:
             return None
@@ -62,6 +70,7 @@ class DocumentFollower:
             return self._incomplete_read(origin, digest, str(exc))
         self._incomplete.pop(key, None)
         self._seen[key] = digest
+        self._stat[key] = signature
         errors = sum(1 for e in events if type(e) is SourceError)
         self.state = dataclasses.replace(
             self.state, cursor=cursor, errors=self.state.errors + errors

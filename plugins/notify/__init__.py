@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import structlog
 
@@ -26,10 +26,13 @@ from tunewatch.daemon.events import (
 )
 from tunewatch.daemon.plugin import PluginContext
 from tunewatch.plugins.notify import messages
-from tunewatch.plugins.notify.desktop import DesktopChannel, FileOpener
 from tunewatch.plugins.notify.messages import Alert
+from tunewatch.plugins.notify.opener import FileOpener
 from tunewatch.plugins.notify.remote import RemoteChannels
 from tunewatch.plugins.notify.throttle import Throttle
+
+if TYPE_CHECKING:
+    from tunewatch.plugins.notify.desktop import DesktopChannel
 
 __all__ = ["Alert", "NotifyConfig", "NotifyPlugin"]
 
@@ -66,7 +69,7 @@ class NotifyPlugin:
         self.log = ctx.log if ctx.log is not None else structlog.get_logger(__name__)
         self.throttle = Throttle(self.config.max_per_window, self.config.window_s)
         self.opener = FileOpener(self.log)
-        self.desktop: DesktopChannel | None = None
+        self.desktop: DesktopChannel | None = None  # created only when notifications are on
         self.remote: RemoteChannels | None = None
         self._unsubscribe: list[Callable[[], None]] = []
         self._waiting_best: dict[RunKey, tuple[BestModelFound, asyncio.Task[None]]] = {}
@@ -96,6 +99,10 @@ class NotifyPlugin:
             return
         cfg = self.config
         if cfg.desktop:
+            # Imported here: desktop-notifier and dbus-fast cost a few MB of the daemon's memory,
+            # wasted on a headless box or with notifications off.
+            from tunewatch.plugins.notify.desktop import DesktopChannel
+
             self.desktop = DesktopChannel(
                 self.log,
                 timeout_s=cfg.send_timeout_s,

@@ -1,0 +1,261 @@
+"""The anomaly plugin: runs the detectors over every logged point and publishes what they find.
+
+Detector state and the position in the store's metric log are persisted per run, so a restart
+neither re-alerts nor forgets: points recorded while the plugin was down are replayed from the
+store, and the state is saved before any alert is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import psutil
+
+from tunewatch.daemon.events import (
+    AnomalyDetected,
+    AnomalyResolved,
+    BestModelFound,
+    Event,
+    MetricsLogged,
+)
+from tunewatch.daemon.plugin import PluginContext
+from tunewatch.daemon.store import MetricPoint
+from tunewatch.plugins.anomaly.base import Finding, Point
+from tunewatch.plugins.anomaly.config import AnomalyConfig
+from tunewatch.plugins.anomaly.gate import RunDetectors, RunVerdict
+from tunewatch.plugins.anomaly.stall import StallCheck
+
+# Without an alert, state is saved at most this often; an alert always saves first.
+SAVE_INTERVAL_S = 5.0
+REPLAY_PAGE = 50_000
+
+
+@dataclass
+class _RunTracking:
+    detectors: RunDetectors
+    cursor: int = 0  # seq of the last point fed to the detectors
+    dirty: bool = False
+    stall: tuple[str, int] | None = None  # (metric, step) of an active stall alert
+    last_train_best_time: float = 0.0
+
+
+class AnomalyPlugin:
+    """Feeds `MetricsLogged` to per-run detectors; publishes anomalies, recoveries, best models."""
+
+    name: ClassVar[str] = "anomaly"
+    Config: ClassVar[type[AnomalyConfig]] = AnomalyConfig
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+        self.config: AnomalyConfig = ctx.config
+        self.runs: dict[str, _RunTracking] = {}
+        self.stall = StallCheck(self.config)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unsubscribe: list[Any] = []
+        self._last_save = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        # Subscribe first so nothing published during the replay is missed; points the replay
+        # already covered are recognised by their seq and skipped.
+        self._unsubscribe.append(
+            self.ctx.bus.subscribe(MetricsLogged, self.on_metrics, name="anomaly")
+        )
+        await self.replay()
+        self._tasks.append(asyncio.create_task(self._stall_loop(), name="anomaly-stall"))
+        self._tasks.append(asyncio.create_task(self._save_loop(), name="anomaly-save"))
+
+    async def stop(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.save_all()
+
+    # -- state ----------------------------------------------------------------------------------
+
+    async def _tracking(self, run: str) -> _RunTracking:
+        tracking = self.runs.get(run)
+        if tracking is not None:
+            return tracking
+        tracking = _RunTracking(RunDetectors(self.config))
+        saved = await self.ctx.store.call(self.ctx.store.store.plugin_get, self.name, f"run:{run}")
+        if saved:
+            try:
+                data = json.loads(saved)
+                tracking.detectors.restore(data["detectors"])
+                tracking.cursor = int(data["cursor"])
+                stall = data.get("stall")
+                tracking.stall = (str(stall[0]), int(stall[1])) if stall else None
+                tracking.last_train_best_time = float(data.get("last_train_best_time", 0.0))
+            except (ValueError, KeyError, TypeError) as exc:
+                # An old or damaged state: start the detectors afresh, but keep the position so
+                # that history is not replayed into a burst of stale alerts.
+                self.ctx.log.warning(
+                    "detector state not restored; starting fresh", run=run, error=str(exc)
+                )
+                tracking = _RunTracking(RunDetectors(self.config), _saved_cursor(saved))
+        self.runs[run] = tracking
+        return tracking
+
+    async def _save(self, run: str, tracking: _RunTracking) -> None:
+        data = json.dumps(
+            {
+                "cursor": tracking.cursor,
+                "detectors": tracking.detectors.state(),
+                "stall": list(tracking.stall) if tracking.stall else None,
+                "last_train_best_time": tracking.last_train_best_time,
+            }
+        )
+        await self.ctx.store.call(self.ctx.store.store.plugin_put, self.name, f"run:{run}", data)
+        tracking.dirty = False
+
+    async def save_all(self) -> None:
+        for run, tracking in self.runs.items():
+            if tracking.dirty:
+                await self._save(run, tracking)
+        self._last_save = time.monotonic()
+
+    async def _save_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SAVE_INTERVAL_S)
+            await self.save_all()
+
+    # -- points ---------------------------------------------------------------------------------
+
+    async def replay(self) -> None:
+        """Feed the points recorded after each run's saved cursor (e.g. while tunewatch was off)."""
+        runs = await self.ctx.store.call(self.ctx.store.store.runs)
+        for run in runs:
+            tracking = await self._tracking(run.name)
+            while True:
+                points: list[MetricPoint] = await self.ctx.store.call(
+                    self.ctx.store.store.metrics, run.id, tracking.cursor, None, REPLAY_PAGE
+                )
+                for p in points:
+                    await self._feed(run.name, tracking, p.seq, Point(p.step, p.metrics, p.time))
+                if len(points) < REPLAY_PAGE:
+                    break
+        await self.save_all()
+
+    async def on_metrics(self, event: MetricsLogged) -> None:
+        tracking = await self._tracking(event.run)
+        await self._feed(
+            event.run, tracking, event.seq, Point(event.step, event.metrics, event.time)
+        )
+
+    async def _feed(self, run: str, tracking: _RunTracking, seq: int, point: Point) -> None:
+        if seq and seq <= tracking.cursor:
+            return  # already seen (replayed, or recorded before a restart)
+        verdict = tracking.detectors.update(point)
+        tracking.cursor = max(tracking.cursor, seq)
+        tracking.dirty = True
+        events = self._events(run, verdict, tracking, point.time)
+        if not events:
+            return
+        # Saved before publishing: after a crash the alert is not sent twice.
+        await self._save(run, tracking)
+        self.ctx.bus.publish_many(events)
+
+    def _events(
+        self, run: str, verdict: RunVerdict, tracking: _RunTracking, now: float
+    ) -> list[Event]:
+        events: list[Event] = [_anomaly(run, a.finding) for a in verdict.alerts]
+        events.extend(
+            AnomalyResolved(run=run, step=r.step, kind=r.kind, metric=r.metric)
+            for r in verdict.recoveries
+        )
+        best = verdict.new_best
+        if best is not None and self._announce_best(best.metric, tracking, now):
+            events.append(
+                BestModelFound(
+                    run=run, step=best.step, metric=best.metric, value=best.value, checkpoint=None
+                )
+            )
+        return events
+
+    def _announce_best(self, metric: str, tracking: _RunTracking, now: float) -> bool:
+        if metric.startswith("eval"):
+            return True
+        # A train-loss best comes at nearly every step early in a run: announce it (and so
+        # snapshot it) at most once per interval.
+        if now - tracking.last_train_best_time < self.config.best_train_interval_s:
+            return False
+        tracking.last_train_best_time = now
+        return True
+
+    # -- stalls ---------------------------------------------------------------------------------
+
+    async def _stall_loop(self) -> None:
+        interval = max(5.0, min(60.0, self.config.stall_minutes * 60 / 4))
+        while True:
+            await asyncio.sleep(interval)
+            await self.check_stalls()
+
+    async def check_stalls(self, now: float | None = None) -> list[Event]:
+        now = time.time() if now is None else now
+        store = self.ctx.store
+        published: list[Event] = []
+        for run in await store.call(store.store.runs):
+            last = await store.call(store.store.last_point, run.id)
+            alive = _pid_alive(run.pid) if run.pid else None
+            finding = self.stall.check(
+                now,
+                last.time if last else None,
+                run.status,
+                run.pid,
+                alive,
+                last_step=last.step if last else 0,
+            )
+            tracking = await self._tracking(run.name)
+            event: Event | None = None
+            if finding is not None and tracking.stall is None:
+                tracking.stall = (finding.metric, finding.step)
+                event = _anomaly(run.name, finding)
+            elif finding is None and tracking.stall is not None:
+                metric, step = tracking.stall
+                tracking.stall = None
+                step = last.step if last else step
+                event = AnomalyResolved(run=run.name, step=step, kind="stall", metric=metric)
+            if event is not None:
+                await self._save(run.name, tracking)  # before publishing, as for any alert
+                published.append(event)
+        self.ctx.bus.publish_many(published)
+        return published
+
+
+def _saved_cursor(saved: str) -> int:
+    try:
+        return int(json.loads(saved).get("cursor", 0))
+    except (ValueError, AttributeError, TypeError):
+        return 0
+
+
+def _anomaly(run: str, finding: Finding) -> AnomalyDetected:
+    return AnomalyDetected(
+        run=run,
+        step=finding.step,
+        kind=finding.kind,
+        severity=finding.severity,
+        metric=finding.metric,
+        value=finding.value,
+        expected=finding.expected,
+        detail=finding.detail,
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True

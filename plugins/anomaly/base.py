@@ -1,0 +1,69 @@
+"""What every detector sees and says: points in, findings out; state that survives a restart."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tunewatch.daemon.events import Severity
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One logged point of one run, as the detectors see it."""
+
+    step: int
+    metrics: Mapping[str, float]
+    time: float
+
+    def finite(self, metric: str) -> float | None:
+        """The metric's value when the point carries it and it is a finite number."""
+        value = self.metrics.get(metric)
+        return value if value is not None and math.isfinite(value) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A detector's verdict on one point: the condition `kind` holds for `metric` right now.
+
+    Detectors report a condition on every point while it holds; the `AlertGate` turns that
+    level into one alert, counted repeats, and one recovery.
+    """
+
+    kind: str
+    severity: Severity
+    metric: str
+    value: float
+    expected: float | None
+    detail: str
+    step: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewBest:
+    """A new best model by `metric` (lower is better for losses)."""
+
+    step: int
+    metric: str
+    value: float
+    previous: float | None
+
+
+class Detector(Protocol):
+    """Plain, synchronous, per-run streaming code: O(1) or O(window) per point."""
+
+    kind: str
+
+    def update(self, point: Point) -> list[Finding]:
+        """Feed one point; return the conditions that hold at this point."""
+        ...
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue after a restart, as JSON-serialisable data."""
+        ...
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continue from what `state()` returned."""
+        ...

@@ -1,0 +1,112 @@
+"""divergence: a sustained rise of the loss, as opposed to a one-point spike.
+
+The loss is smoothed with an EWMA on a log scale (batch noise is multiplicative). The run
+diverges when, for `points` consecutive points, the loss itself is `min_rise` above the best
+smoothed value seen since the warm-up and the smoothed loss is above it by the larger of two
+margins:
+- `min_rise` (relative), so a smooth curve does not alert on a small drift;
+- `sigmas` times the noise of the smoothed loss, so a noisy curve (batch size 1) does not
+  alert because its minimum was a lucky dip. The batch noise is estimated robustly from
+  successive differences (`DiffNoise`): a steady trend shifts those differences without
+  spreading them, so the decay of a healthy run does not inflate the estimate.
+It is a level condition: reported on every point while it holds, silent once the smoothed loss
+comes back; the gate turns that into one alert and one recovery.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from tunewatch.plugins.anomaly.base import Finding, Point
+from tunewatch.plugins.anomaly.rolling import DiffNoise, Ewma, exp_or_inf
+
+
+class DivergenceDetector:
+    kind = "divergence"
+
+    def __init__(
+        self,
+        metric: str,
+        *,
+        alpha: float,
+        min_rise: float,
+        sigmas: float,
+        points: int,
+        warmup_points: int,
+    ) -> None:
+        self.metric = metric
+        self.min_margin = math.log1p(min_rise)
+        self.sigmas = sigmas
+        self.points = max(1, points)
+        self.warmup_points = warmup_points
+        self._ewma = Ewma(alpha)
+        self._noise = DiffNoise()
+        self._best: float | None = None  # lowest smoothed log-loss since the warm-up
+        self._streak = 0
+
+    def update(self, point: Point) -> list[Finding]:
+        value = point.finite(self.metric)
+        if value is None or value <= 0.0:
+            return []  # a zero loss (e.g. logged after a NaN) says nothing about divergence
+        log_value = math.log(value)
+        self._noise.push(log_value)
+        smoothed = self._ewma.push(log_value)
+        # The warm-up is excluded from the best: early points (LR warm-up) are not a level to
+        # hold the run to.
+        if self._ewma.count < self.warmup_points:
+            return []
+        if self._best is None or smoothed < self._best:
+            self._best = smoothed
+        rise = smoothed - self._best
+        # The point itself must be up too: after a one-point spike the EWMA stays high for a
+        # few points while the loss is already back, and that is not a sustained rise.
+        # (The noise estimate, O(window), is only needed once the cheap tests pass.)
+        above = (
+            rise > self.min_margin
+            and log_value - self._best > self.min_margin
+            and rise > self.sigmas * self._smoothed_noise()
+        )
+        self._streak = self._streak + 1 if above else 0
+        if self._streak < self.points:
+            return []
+        return [self._finding(smoothed, self._best, point.step)]
+
+    def _smoothed_noise(self) -> float:
+        """Standard deviation of the EWMA of the log-loss, from the batch noise."""
+        alpha = self._ewma.alpha
+        return self._noise.std() * math.sqrt(alpha / (2.0 - alpha))
+
+    def _finding(self, smoothed: float, best: float, step: int) -> Finding:
+        now, before = exp_or_inf(smoothed), exp_or_inf(best)
+        return Finding(
+            kind=self.kind,
+            severity="critical",
+            metric=self.metric,
+            value=now,
+            expected=before,
+            detail=(
+                f"smoothed {self.metric} {now:.4g} has stayed {now / before - 1:.0%} above its "
+                f"best {before:.4g} for {self._streak} points (step {step})"
+            ),
+            step=step,
+        )
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "ewma": self._ewma.state(),
+            "noise": self._noise.state(),
+            "best": self._best,
+            "streak": self._streak,
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self._ewma.restore(state["ewma"])
+        self._noise.restore(state["noise"])
+        self._best = _optional(state["best"])
+        self._streak = int(state["streak"])
+
+
+def _optional(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -1,0 +1,162 @@
+"""Small streaming statistics whose state is plain JSON: rolling window, EWMA, noise estimate.
+
+Detectors keep these per metric; `state()`/`restore()` let a restarted daemon continue
+exactly where it stopped (floats survive a JSON round trip bit for bit).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# Iglewicz & Hoaglin (1993): 0.6745 is the 0.75 quantile of the standard normal, so
+# 0.6745 * (x - median) / MAD is a z-score for Gaussian data that a few outliers cannot inflate.
+MAD_TO_Z = 0.6745
+
+
+class RollingWindow:
+    """The last `size` values, with order statistics computed on demand (O(size) per call)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self._values: deque[float] = deque(maxlen=self.size)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def push(self, value: float) -> None:
+        self._values.append(value)
+
+    def values(self) -> list[float]:
+        return list(self._values)
+
+    def median(self) -> float:
+        return statistics.median(self._values)
+
+    def mad(self) -> float:
+        """Median absolute deviation from the median."""
+        centre = self.median()
+        return statistics.median(abs(v - centre) for v in self._values)
+
+    def mean(self) -> float:
+        return mean_std(self._values)[0]
+
+    def std(self) -> float:
+        """Sample standard deviation (0.0 for fewer than two values)."""
+        return mean_std(self._values)[1]
+
+    def max(self) -> float:
+        return max(self._values)
+
+    def min(self) -> float:
+        return min(self._values)
+
+    def state(self) -> dict[str, Any]:
+        return {"values": list(self._values)}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        # A window restored under a smaller configured size keeps only its newest values.
+        self._values = deque((float(v) for v in state["values"]), maxlen=self.size)
+
+
+class Ewma:
+    """Exponentially weighted moving average, debiased as in Adam (Kingma & Ba 2015).
+
+    The plain recurrence starts from the first value and lets it weigh (1 - alpha)^n for a long
+    time; dividing by 1 - (1 - alpha)^n makes the early average the plain mean of the values so
+    far, so one noisy first point does not become a "best" level to compare against.
+    """
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = min(max(alpha, 1e-6), 1.0)
+        self._raw = 0.0
+        self._decay = 1.0  # (1 - alpha) ** count
+        self.count = 0
+
+    @property
+    def mean(self) -> float | None:
+        return None if self.count == 0 else self._raw / (1.0 - self._decay)
+
+    def push(self, value: float) -> float:
+        self.count += 1
+        self._raw += self.alpha * (value - self._raw)
+        self._decay *= 1.0 - self.alpha
+        return self._raw / (1.0 - self._decay)
+
+    def state(self) -> dict[str, Any]:
+        return {"raw": self._raw, "decay": self._decay, "count": self.count}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self._raw = float(state["raw"])
+        self._decay = float(state["decay"])
+        self.count = int(state["count"])
+
+
+class DiffNoise:
+    """Robust standard deviation of a series' noise, from the MAD of successive differences.
+
+    The MAD of the values themselves mixes a trend (a decaying loss) into the spread; successive
+    differences remove any trend that is steady over a couple of points, and a median ignores the
+    two large differences a spike creates. A difference of two independent noisy values has
+    sqrt(2) times their noise. A few hundred differences make the estimate stable to ~10%: with
+    a few dozen (the MAD is an inefficient estimator), thresholds in sigmas would wobble by ~25%.
+    """
+
+    def __init__(self, size: int = 200) -> None:
+        self._diffs = RollingWindow(size)
+        self._last: float | None = None
+
+    def push(self, value: float) -> None:
+        if self._last is not None:
+            self._diffs.push(value - self._last)
+        self._last = value
+
+    def std(self) -> float:
+        """The noise estimate; 0.0 until there are a few differences."""
+        if len(self._diffs) < 3:
+            return 0.0
+        return self._diffs.mad() / MAD_TO_Z / math.sqrt(2.0)
+
+    def state(self) -> dict[str, Any]:
+        return {"diffs": self._diffs.state(), "last": self._last}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self._diffs.restore(state["diffs"])
+        last = state["last"]
+        self._last = None if last is None else float(last)
+
+
+def log_if_positive(values: Sequence[float]) -> list[float] | None:
+    """Natural logs of `values`, or None when one of them is not positive.
+
+    Batch losses and gradient norms are multiplicative and right-skewed: on a log scale their
+    noise is close to symmetric, so one threshold in sigmas means the same at every level.
+    """
+    if not values or min(values) <= 0.0:
+        return None
+    return [math.log(v) for v in values]
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0.0 for fewer than two values).
+
+    Two plain passes: far cheaper than `statistics.stdev` (exact fractions), and unlike
+    `math.fsum` or `**`, plain sums and products overflow to inf instead of raising.
+    """
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) * (v - mean) for v in values) / (n - 1))
+
+
+def exp_or_inf(value: float) -> float:
+    """`math.exp`, but inf where it would raise: rounding can push a mean of the largest logs
+    just past what a float holds."""
+    try:
+        return math.exp(value)
+    except OverflowError:
+        return math.inf

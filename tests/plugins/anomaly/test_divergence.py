@@ -1,0 +1,108 @@
+"""divergence: a sustained rise is reported for its whole episode; a blip or noise never is."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+from fixtures.loss_curves import BATCH_SIZES, CurveSpec, clean_points
+
+from tunewatch.plugins.anomaly.base import Finding, Point
+from tunewatch.plugins.anomaly.divergence import DivergenceDetector
+
+
+def detector() -> DivergenceDetector:
+    return DivergenceDetector(
+        "loss", alpha=0.3, min_rise=0.3, sigmas=10.0, points=3, warmup_points=20
+    )
+
+
+def curve(n: int, noise: float = 0.05, seed: int = 0) -> list[float]:
+    """A decaying loss with multiplicative noise."""
+    rng = random.Random(seed)
+    return [(0.8 + 1.5 * math.exp(-i / 60)) * math.exp(rng.gauss(0.0, noise)) for i in range(n)]
+
+
+def steps(values: list[float], d: DivergenceDetector | None = None) -> list[int]:
+    d = d or detector()
+    found: list[Finding] = []
+    for step, value in enumerate(values, start=1):
+        found.extend(d.update(Point(step, {"loss": value}, float(step))))
+    return [f.step for f in found]
+
+
+def test_a_blown_up_loss_is_reported_within_a_few_points_and_while_it_stays_up() -> None:
+    values = curve(300)
+    values[200:] = [v * 20.0 for v in values[200:]]
+    reported = steps(values)
+    assert reported[0] <= 201 + 4
+    assert reported == list(range(reported[0], 301))
+
+
+def test_a_ramp_is_reported_once_it_has_risen_by_the_margin() -> None:
+    values = curve(300)
+    values[200:] = [v * math.exp(0.1 * (i + 1)) for i, v in enumerate(values[200:])]
+    reported = steps(values)
+    assert reported and 201 + 2 <= reported[0] <= 201 + 10
+
+
+def test_it_stops_reporting_when_the_smoothed_loss_comes_back() -> None:
+    values = curve(400)
+    values[200:240] = [v * 5.0 for v in values[200:240]]
+    reported = steps(values)
+    assert reported and min(reported) >= 201
+    assert max(reported) < 250
+
+
+def test_a_one_point_spike_is_not_a_divergence() -> None:
+    values = curve(300)
+    values[150] *= 30.0
+    values[151] *= 3.0
+    assert steps(values) == []
+
+
+def test_the_finding_names_the_best_level_and_the_rise() -> None:
+    values = curve(200, noise=0.01)
+    values[150:] = [v * 3.0 for v in values[150:]]
+    d = detector()
+    found = [f for s, v in enumerate(values, start=1) for f in d.update(Point(s, {"loss": v}, 0))]
+    first = found[0]
+    assert (first.kind, first.metric, first.severity) == ("divergence", "loss", "critical")
+    assert first.expected is not None and first.value > 1.3 * first.expected
+    assert "above its best" in first.detail
+
+
+def test_the_warm_up_neither_judges_nor_sets_the_best() -> None:
+    # An LR warm-up that starts below the later level: no alert when the loss then "rises".
+    values = [0.5] * 10 + curve(200, seed=3)
+    assert steps(values) == []
+
+
+def test_a_zero_loss_logged_after_a_nan_is_ignored() -> None:
+    d = detector()
+    steps(curve(100), d)
+    assert d.update(Point(101, {"loss": 0.0}, 0.0)) == []
+
+
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_no_false_alarm_on_clean_noisy_curves(batch_size: int, seed: int) -> None:
+    spec = CurveSpec(steps=3000, batch_size=batch_size, eval_every=0, seed=seed)
+    d = detector()
+    assert [f for p in clean_points(spec) for f in d.update(p)] == []
+
+
+def test_state_round_trip_continues_identically() -> None:
+    values = curve(400, noise=0.2, seed=5)
+    values[250:] = [v * 4.0 for v in values[250:]]
+    straight = steps(values)
+    first = detector()
+    resumed = steps(values[:260], first)
+    second = detector()
+    second.restore(json.loads(json.dumps(first.state())))
+    for step, value in enumerate(values[260:], start=261):
+        resumed.extend(f.step for f in second.update(Point(step, {"loss": value}, 0.0)))
+    assert resumed == straight
+    assert straight

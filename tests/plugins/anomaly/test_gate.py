@@ -1,0 +1,344 @@
+"""The gate turns findings into what a person receives; RunDetectors is the plugin's entry point."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from fixtures.loss_curves import BATCH_SIZES, CurveSpec, clean_points, random_spec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tunewatch.plugins.anomaly.base import Finding, Point
+from tunewatch.plugins.anomaly.config import AnomalyConfig
+from tunewatch.plugins.anomaly.gate import (
+    Alert,
+    AlertGate,
+    GateCounts,
+    Recovery,
+    RunDetectors,
+    RunVerdict,
+)
+
+
+def gate(cooldown_s: float = 600.0) -> AlertGate:
+    return AlertGate(quiet_points=3, quiet_eval_points=1, cooldown_s=cooldown_s)
+
+
+def finding(step: int, kind: str = "loss_spike", metric: str = "loss") -> Finding:
+    return Finding(kind, "critical", metric, 9.0, 1.0, "spike", step)
+
+
+class Feed:
+    """Drives a gate one point at a time, a second per step."""
+
+    def __init__(self, g: AlertGate) -> None:
+        self.g, self.step = g, 0
+        self.alerts: list[Alert] = []
+        self.recoveries: list[Recovery] = []
+
+    def point(self, *found: Finding, metrics: Sequence[str] = ("loss",), dt: float = 1.0) -> None:
+        self.step += 1
+        point = Point(self.step, dict.fromkeys(metrics, 1.0), 1000.0 + self.step * dt)
+        alerts, recoveries = self.g.update(point, [replace(f, step=self.step) for f in found])
+        self.alerts += alerts
+        self.recoveries += recoveries
+
+
+def test_a_condition_is_alerted_once_and_its_repeats_are_counted() -> None:
+    feed = Feed(gate())
+    for _ in range(5):
+        feed.point(finding(0))
+    assert [a.finding.step for a in feed.alerts] == [1]
+    assert feed.g.counts() == {("loss_spike", "loss"): GateCounts(alerts=1, repeats=4)}
+    assert feed.g.active() == [("loss_spike", "loss")]
+
+
+def test_one_recovery_after_quiet_points_carrying_the_metric() -> None:
+    feed = Feed(gate())
+    feed.point(finding(0))
+    feed.point(metrics=("eval_loss",))  # does not carry `loss`: does not count as quiet
+    feed.point()
+    feed.point()
+    assert feed.recoveries == []
+    feed.point()
+    assert feed.recoveries == [Recovery("loss_spike", "loss", step=5, findings=1)]
+    feed.point()
+    assert len(feed.recoveries) == 1
+    assert feed.g.active() == []
+
+
+def test_a_finding_during_the_quiet_stretch_keeps_the_episode_open() -> None:
+    feed = Feed(gate())
+    for found in ([finding(0)], [], [], [finding(0)], [], []):
+        feed.point(*found)
+    assert feed.recoveries == [] and len(feed.alerts) == 1
+
+
+def test_eval_metrics_recover_after_fewer_points() -> None:
+    feed = Feed(gate())
+    feed.point(finding(0, metric="eval_loss"), metrics=("eval_loss",))
+    feed.point(metrics=("eval_loss",))
+    assert [r.metric for r in feed.recoveries] == ["eval_loss"]
+
+
+def test_a_re_trigger_within_the_cooldown_is_counted_not_sent() -> None:
+    feed = Feed(gate(cooldown_s=600.0))
+    feed.point(finding(0))
+    for _ in range(3):
+        feed.point()
+    assert len(feed.recoveries) == 1
+    feed.point(finding(0))  # 5 s after the alert
+    assert len(feed.alerts) == 1
+    assert feed.g.counts()[("loss_spike", "loss")] == GateCounts(alerts=1, repeats=0, suppressed=1)
+    for _ in range(3):
+        feed.point()
+    assert len(feed.recoveries) == 1  # an episode nobody was told about ends silently
+
+
+def test_after_the_cooldown_a_new_episode_is_alerted_again() -> None:
+    feed = Feed(gate(cooldown_s=600.0))
+    feed.point(finding(0))
+    for _ in range(3):
+        feed.point(dt=100.0)
+    feed.point(finding(0), dt=400.0)
+    assert [a.finding.step for a in feed.alerts] == [1, 5]
+
+
+def test_a_held_back_episode_still_going_after_the_cooldown_is_sent() -> None:
+    feed = Feed(gate(cooldown_s=600.0))
+    feed.point(finding(0))
+    for _ in range(3):
+        feed.point()
+    for _ in range(3):
+        feed.point(finding(0), dt=150.0)  # re-triggered at once, still there 10 minutes later
+    assert len(feed.alerts) == 2
+    for _ in range(3):
+        feed.point()
+    assert len(feed.recoveries) == 2
+
+
+def test_kinds_and_metrics_are_gated_independently() -> None:
+    feed = Feed(gate())
+    feed.point(finding(0), finding(0, kind="zscore", metric="grad_norm"), finding(0))
+    assert sorted((a.finding.kind, a.finding.metric) for a in feed.alerts) == [
+        ("loss_spike", "loss"),
+        ("zscore", "grad_norm"),
+    ]
+
+
+def test_gate_state_round_trip_continues_identically() -> None:
+    pattern = [[finding(0)], [], [finding(0)], [], [], [], [finding(0)], [], [], [], []]
+    straight = Feed(gate(cooldown_s=5.0))
+    for found in pattern:
+        straight.point(*found)
+    first = Feed(gate(cooldown_s=5.0))
+    for found in pattern[:5]:
+        first.point(*found)
+    second = Feed(gate(cooldown_s=5.0))
+    second.g.restore(json.loads(json.dumps(first.g.state())))
+    second.step = first.step
+    for found in pattern[5:]:
+        second.point(*found)
+    assert first.alerts + second.alerts == straight.alerts
+    assert first.recoveries + second.recoveries == straight.recoveries
+    assert second.g.counts() == straight.g.counts()
+
+
+# -- RunDetectors ---------------------------------------------------------------------------------
+
+
+def verdicts(run: RunDetectors, points: Sequence[Point]) -> list[RunVerdict]:
+    return [run.update(p) for p in points]
+
+
+def alerted(found: Sequence[RunVerdict]) -> list[tuple[int, str, str]]:
+    return [(a.finding.step, a.finding.kind, a.finding.metric) for v in found for a in v.alerts]
+
+
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
+def test_a_clean_run_produces_no_alert_at_all(batch_size: int) -> None:
+    for seed in range(2):
+        spec = CurveSpec(
+            steps=2000, batch_size=batch_size, eval_every=100, accuracy=True, seed=seed
+        )
+        found = verdicts(RunDetectors(AnomalyConfig()), clean_points(spec))
+        assert alerted(found) == []
+        assert any(v.new_best is not None for v in found)
+
+
+def test_a_nan_run_alerts_once_and_recovers_when_values_are_finite_again() -> None:
+    points = clean_points(CurveSpec(steps=300, batch_size=8, eval_every=0, seed=1))
+    broken = [
+        Point(p.step, {**p.metrics, "grad_norm": math.nan}, p.time) if 100 <= p.step < 150 else p
+        for p in points
+    ]
+    found = verdicts(RunDetectors(AnomalyConfig()), broken)
+    assert alerted(found) == [(100, "non_finite", "grad_norm")]
+    recoveries = [r for v in found for r in v.recoveries]
+    assert recoveries == [Recovery("non_finite", "grad_norm", step=159, findings=50)]
+
+
+def test_a_loss_blow_up_alerts_spike_and_divergence_once_each() -> None:
+    points = clean_points(CurveSpec(steps=400, batch_size=4, eval_every=0, seed=2))
+    blown = [
+        Point(p.step, {**p.metrics, "loss": p.metrics["loss"] * 30.0}, p.time)
+        if p.step > 250
+        else p
+        for p in points
+    ]
+    kinds = [
+        (step, kind) for step, kind, _ in alerted(verdicts(RunDetectors(AnomalyConfig()), blown))
+    ]
+    assert (251, "loss_spike") in kinds
+    divergence = [step for step, kind in kinds if kind == "divergence"]
+    assert len(divergence) == 1 and 251 <= divergence[0] <= 256
+
+
+def test_disabled_kinds_are_not_built() -> None:
+    run = RunDetectors(AnomalyConfig(disabled_kinds=("zscore", "loss_spike", "best_model")))
+    assert {d.kind for d in run.detectors.values()} == {
+        "non_finite",
+        "divergence",
+        "inverted_loss",
+        "accuracy_drop",
+    }
+    assert run.update(Point(1, {"eval_loss": 1.0}, 0.0)).new_best is None
+
+
+def test_the_whole_bundle_resumes_from_json_exactly() -> None:
+    rng = random.Random(8)
+    spec = random_spec(rng, steps=1500, eval_every=50, accuracy=True, preference=True)
+    points = clean_points(spec)
+    points = [
+        Point(p.step, {**p.metrics, "loss": p.metrics["loss"] * 8.0}, p.time)
+        if "loss" in p.metrics and p.step % 211 == 0
+        else p
+        for p in points
+    ]
+    straight = verdicts(RunDetectors(AnomalyConfig()), points)
+    assert alerted(straight)  # the comparison must cover alerts, not only silence
+    for cut in (37, 400, len(points) - 5):
+        first = RunDetectors(AnomalyConfig())
+        resumed = verdicts(first, points[:cut])
+        second = RunDetectors(AnomalyConfig())
+        second.restore(json.loads(json.dumps(first.state())))
+        resumed += verdicts(second, points[cut:])
+        assert resumed == straight, cut
+
+
+def test_an_unusable_state_is_rejected_with_a_value_error() -> None:
+    run = RunDetectors(AnomalyConfig())
+    with pytest.raises(ValueError, match="version"):
+        run.restore({"version": 999})
+    for step in range(30):
+        run.update(Point(step, {"loss": 1.0 + 0.01 * step, "grad_norm": 1.0}, 0.0))
+    state = run.state()
+    state["gate"] = {"episodes": "garbage"}
+    broken = RunDetectors(AnomalyConfig())
+    with pytest.raises(ValueError, match="unusable detector state"):
+        broken.restore(state)
+    # Nothing half restored: the detectors restored before the failure start over too.
+    assert broken.state() == RunDetectors(AnomalyConfig()).state()
+
+
+def test_a_detector_enabled_after_a_restart_starts_fresh() -> None:
+    old = RunDetectors(AnomalyConfig(disabled_kinds=("zscore",)))
+    for step in range(30):
+        old.update(Point(step, {"loss": 1.0, "grad_norm": 1.0}, 0.0))
+    new = RunDetectors(AnomalyConfig())
+    new.restore(json.loads(json.dumps(old.state())))
+    assert new.detectors["zscore:grad_norm"].state()["seen"] == 0
+
+
+METRICS = ("loss", "eval_loss", "grad_norm", "accuracy", "eval_accuracy", "learning_rate",
+           "rewards/chosen", "rewards/rejected")  # fmt: skip
+any_float = st.floats(allow_nan=True, allow_infinity=True)
+finite_float = st.floats(allow_nan=False, allow_infinity=False)
+
+
+def curves(values: st.SearchStrategy[float]) -> st.SearchStrategy[list[Point]]:
+    point_metrics = st.dictionaries(st.sampled_from(METRICS), values, max_size=len(METRICS))
+    return st.lists(point_metrics, max_size=120).map(
+        lambda rows: [Point(i, m, 1000.0 + i) for i, m in enumerate(rows)]
+    )
+
+
+SMALL = AnomalyConfig(warmup_points=2, eval_warmup_points=1, zscore_warmup_points=3,
+                      spike_window_points=5, zscore_window_points=6, inverted_reward_points=2,
+                      quiet_points=2, cooldown_s=3.0)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(curves(finite_float))
+def test_random_finite_curves_never_crash_any_detector(points: list[Point]) -> None:
+    for config in (AnomalyConfig(), SMALL):
+        run = RunDetectors(config)
+        for point in points:
+            run.update(point)
+        json.dumps(run.state())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(curves(any_float))
+def test_curves_with_nan_and_inf_never_crash_any_detector(points: list[Point]) -> None:
+    run = RunDetectors(SMALL)
+    for point in points:
+        verdict = run.update(point)
+        for alert in verdict.alerts:
+            assert alert.finding.kind in {
+                "non_finite", "loss_spike", "divergence", "inverted_loss", "zscore",
+                "accuracy_drop",
+            }  # fmt: skip
+    restored = RunDetectors(SMALL)
+    restored.restore(json.loads(json.dumps(run.state())))
+
+
+@settings(max_examples=60, deadline=None)
+@given(curves(st.floats(min_value=1e-3, max_value=1e3)), st.integers(min_value=0, max_value=120))
+def test_random_curves_resume_identically_from_any_cut(points: list[Point], cut: int) -> None:
+    straight = verdicts(RunDetectors(SMALL), points)
+    first = RunDetectors(SMALL)
+    resumed = verdicts(first, points[:cut])
+    second = RunDetectors(SMALL)
+    second.restore(json.loads(json.dumps(first.state())))
+    resumed += verdicts(second, points[cut:])
+    assert resumed == straight
+
+
+def trainer_points(history: Sequence[dict[str, float]]) -> list[Point]:
+    """A Trainer's log history as points, 2 s apart."""
+    return [
+        Point(int(e["step"]), {k: float(v) for k, v in e.items() if k != "step"}, 2.0 * e["step"])
+        for e in history
+        if "loss" in e or "eval_loss" in e
+    ]
+
+
+@pytest.mark.slow
+def test_a_real_learning_rate_blow_up_is_alerted_and_a_real_clean_run_is_not(
+    tmp_path: Path,
+) -> None:
+    from fixtures.tiny_training import LrBlowUpCallback, train_tiny_run
+
+    clean = train_tiny_run(tmp_path / "clean", max_steps=100, eval_steps=10, save_steps=1000)
+    assert alerted(verdicts(RunDetectors(AnomalyConfig()), trainer_points(clean.log_history))) == []
+
+    blown = train_tiny_run(
+        tmp_path / "blown",
+        max_steps=100,
+        eval_steps=10,
+        save_steps=1000,
+        callbacks=[LrBlowUpCallback(at_step=60, factor=1000.0)],
+    )
+    found = alerted(verdicts(RunDetectors(AnomalyConfig()), trainer_points(blown.log_history)))
+    # The rate changes during step 60: the eval after it and the loss of step 61 show it.
+    assert (61, "loss_spike", "loss") in found
+    assert (60, "loss_spike", "eval_loss") in found
+    divergence = [step for step, kind, _ in found if kind == "divergence"]
+    assert len(divergence) == 1 and 61 <= divergence[0] <= 65

@@ -1,0 +1,114 @@
+"""inverted_loss: eval loss climbing while the train loss falls; chosen rewards below rejected."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from fixtures.loss_curves import BATCH_SIZES, CurveSpec, clean_points
+
+from tunewatch.plugins.anomaly.base import Finding, Point
+from tunewatch.plugins.anomaly.inverted import InvertedLossDetector
+
+
+def detector() -> InvertedLossDetector:
+    return InvertedLossDetector(
+        evals=3, min_rise=0.02, eval_warmup_points=3, reward_points=10, warmup_points=20
+    )
+
+
+def run_log(train: list[float], evals: dict[int, float]) -> list[Point]:
+    """Train points at steps 1..n, an eval point after the train point of each listed step."""
+    points: list[Point] = []
+    for step, loss in enumerate(train, start=1):
+        points.append(Point(step, {"loss": loss}, float(step)))
+        if step in evals:
+            points.append(Point(step, {"eval_loss": evals[step]}, float(step)))
+    return points
+
+
+def findings(points: list[Point], d: InvertedLossDetector | None = None) -> list[Finding]:
+    d = d or detector()
+    return [f for p in points for f in d.update(p)]
+
+
+def falling(n: int, start: float = 3.0, end: float = 0.5) -> list[float]:
+    return [start + (end - start) * i / (n - 1) for i in range(n)]
+
+
+def test_overfitting_is_reported_once_eval_stayed_above_its_best_for_k_evaluations() -> None:
+    # The real tiny Trainer run of the benchmark: eval bottoms at step 100, train keeps falling.
+    evals = {20: 4.373, 40: 3.816, 60: 3.352, 80: 3.089, 100: 3.0, 120: 3.027, 140: 3.123,
+             160: 3.089, 180: 3.211, 200: 3.34}  # fmt: skip
+    found = findings(run_log(falling(200), evals))
+    assert [f.step for f in found] == [160, 180, 200]
+    first = found[0]
+    assert (first.kind, first.metric, first.severity) == ("inverted_loss", "eval_loss", "critical")
+    assert first.expected == 3.0
+    assert "overfitting" in first.detail
+
+
+def test_eval_rising_with_the_train_loss_is_not_inverted() -> None:
+    train = falling(100) + falling(100, start=0.5, end=2.0)  # train rises too: a divergence
+    evals = {s: 3.0 - 0.01 * s if s <= 100 else 2.0 + 0.01 * (s - 100) for s in range(10, 201, 10)}
+    assert findings(run_log(train, evals)) == []
+
+
+def test_a_flat_eval_loss_jittering_around_its_best_is_not_inverted() -> None:
+    rng = random.Random(1)
+    evals = {s: 2.0 * (1.0 + rng.uniform(-0.005, 0.005)) for s in range(10, 501, 10)}
+    assert findings(run_log(falling(500), evals)) == []
+
+
+def test_without_any_train_loss_nothing_is_concluded() -> None:
+    points = [Point(s, {"eval_loss": 1.0 + 0.1 * s}, 0.0) for s in range(10)]
+    assert findings(points) == []
+
+
+def dpo_log(n: int, swap_from: int | None, noise: float = 0.3, seed: int = 0) -> list[Point]:
+    rng = random.Random(seed)
+    points = []
+    for step in range(1, n + 1):
+        margin = 2.0 * min(1.0, step / 100)
+        chosen = -0.1 + rng.gauss(0.0, noise)
+        rejected = -0.1 - margin + rng.gauss(0.0, noise)
+        if swap_from is not None and step >= swap_from:
+            chosen, rejected = rejected, chosen
+        metrics = {"loss": 0.7, "rewards/chosen": chosen, "rewards/rejected": rejected}
+        points.append(Point(step, metrics, float(step)))
+    return points
+
+
+def test_chosen_rewards_below_rejected_ones_are_reported() -> None:
+    found = findings(dpo_log(300, swap_from=200))
+    assert found and 200 <= found[0].step <= 210
+    assert found[0].metric == "rewards/chosen"
+    assert "prefers the rejected answers" in found[0].detail
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_healthy_preference_run_starting_from_a_zero_margin_is_not_reported(seed: int) -> None:
+    assert findings(dpo_log(400, swap_from=None, noise=0.6, seed=seed)) == []
+
+
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
+def test_no_false_alarm_on_clean_runs_with_evaluation(batch_size: int) -> None:
+    for seed in range(3):
+        spec = CurveSpec(
+            steps=2000, batch_size=batch_size, eval_every=50, preference=True, seed=seed
+        )
+        assert findings(clean_points(spec)) == []
+
+
+def test_state_round_trip_continues_identically() -> None:
+    evals = {s: 3.0 - 0.01 * s if s <= 120 else 1.8 + 0.02 * (s - 120) for s in range(10, 301, 10)}
+    points = run_log(falling(300), evals) + dpo_log(400, swap_from=350)
+    straight = findings(points)
+    first = detector()
+    resumed = findings(points[:200], first)
+    second = detector()
+    second.restore(json.loads(json.dumps(first.state())))
+    resumed += findings(points[200:], second)
+    assert resumed == straight
+    assert {f.metric for f in straight} == {"eval_loss", "rewards/chosen"}
