@@ -49,7 +49,8 @@ typecheck: $(VENV)/.dev
 	@mkdir -p build/typecheck/tunewatch
 	@ln -sfn ../../../daemon build/typecheck/tunewatch/daemon
 	@ln -sfn ../../../plugins build/typecheck/tunewatch/plugins
-	MYPYPATH=build/typecheck:tests $(BIN)/mypy -p tunewatch.daemon -p tunewatch.plugins tests
+	MYPYPATH=build/typecheck $(BIN)/mypy -p tunewatch.daemon -p tunewatch.plugins
+	MYPYPATH=build/typecheck:tests:bench $(BIN)/mypy tests bench
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/tail_latency.py

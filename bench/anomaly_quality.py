@@ -256,7 +256,7 @@ def real_cases(seeds: Iterable[tuple[int, int]]) -> list[Case]:
     import transformers
     from fixtures.tiny_training import LrBlowUpCallback, train_tiny_run
 
-    transformers.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     cases: list[Case] = []
     for seed, at in seeds:
         with tempfile.TemporaryDirectory() as tmp:

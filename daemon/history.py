@@ -110,6 +110,9 @@ _KINDS: dict[type[ev.Event], tuple[str, Callable[[Any], str]]] = {
 KINDS = tuple(kind for kind, _ in _KINDS.values())
 
 
+RECORDED_TYPES = tuple(_KINDS)
+
+
 def is_recorded(event: ev.Event) -> bool:
     return type(event) in _KINDS
 

@@ -23,7 +23,7 @@ import structlog
 from tunewatch.daemon import events as ev
 from tunewatch.daemon.bus import EventBus
 from tunewatch.daemon.config import ConfigError, Settings
-from tunewatch.daemon.history import is_recorded
+from tunewatch.daemon.history import RECORDED_TYPES
 from tunewatch.daemon.plugin import (
     PluginContext,
     PluginHost,
@@ -69,7 +69,14 @@ class Daemon:
     async def run(self) -> int:
         store = await AsyncStore.open(self.settings.state_db())
         bus = EventBus(default_maxsize=self.settings.daemon.queue_size)
-        bus.subscribe(ev.Event, lambda e: self._record(store, e), name="history-recorder")
+
+        async def record(event: ev.Event) -> None:
+            await store.call(store.store.record, event)
+
+        # Run events are stored by the ingest transaction itself; this records what plugins say.
+        for event_type in RECORDED_TYPES:
+            if not issubclass(event_type, _RUN_EVENTS):
+                bus.subscribe(event_type, record, name=f"history:{event_type.__name__}")
         host = PluginHost()
         watcher = RunWatcher(self.settings, store, bus, self.run_specs())
         self._install_signal_handlers()
@@ -118,12 +125,6 @@ class Daemon:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         return False
-
-    async def _record(self, store: AsyncStore, event: ev.Event) -> None:
-        # Run events are stored by the ingest transaction itself; this records what plugins say.
-        if isinstance(event, _RUN_EVENTS) or not is_recorded(event):
-            return
-        await store.call(store.store.record, event)
 
     async def _start_plugins(
         self, host: PluginHost, bus: EventBus, store: AsyncStore, watcher: RunWatcher

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from fixtures.daemon_process import DaemonProcess, metric_steps
+from fixtures.notification_server import NotificationServer
 
 
 @pytest.mark.slow
@@ -60,3 +61,62 @@ def _status_file_loss(run: Path) -> float:
     import json
 
     return float(json.loads((run / "training_status.json").read_text())["loss"])
+
+
+@pytest.mark.slow
+def test_a_diverging_run_is_alerted_and_earlier_best_models_are_snapshotted(
+    tmp_path: Path, notification_server: NotificationServer
+) -> None:
+    """A real Trainer whose learning rate is multiplied by 1000 at step 35 (no clipping)."""
+    from fixtures.tiny_training import LrBlowUpCallback, train_tiny_run
+
+    run = tmp_path / "blow-up"
+    with DaemonProcess(tmp_path, extra_env={"TUNEWATCH_TEST": "1"}) as daemon:
+        daemon.start(str(run), notifications=True)
+        train_tiny_run(
+            run,
+            max_steps=60,
+            save_steps=10,
+            eval_steps=10,
+            max_grad_norm=0.0,
+            callbacks=[LrBlowUpCallback(at_step=35, factor=1000.0)],
+        )
+        daemon.wait_for(
+            lambda: any(e["severity"] == "critical" for e in daemon.events("--kind", "anomaly")),
+            timeout_s=60,
+            what="a critical anomaly",
+        )
+        daemon.wait_for(
+            lambda: (
+                0
+                < len(daemon.events("--kind", "best_model"))
+                == len(daemon.events("--kind", "snapshot"))
+            ),
+            timeout_s=90,
+            what="a snapshot of every best model",
+        )
+        anomalies = daemon.events("--kind", "anomaly")
+        bests = daemon.events("--kind", "best_model")
+        snapshots = daemon.events("--kind", "snapshot")
+        assert daemon.stop() == 0
+
+    critical = [a for a in anomalies if a["severity"] == "critical"]
+    assert critical[0]["data"]["kind"] in {"divergence", "loss_spike"}
+    assert critical[0]["data"]["step"] >= 35
+    # Nothing twice: one alert per (kind, metric) episode.
+    keys = [(a["data"]["kind"], a["data"]["metric"], a["data"]["step"]) for a in anomalies]
+    assert len(keys) == len(set(keys))
+    # Best models came before the blow-up; each was snapshotted once, with a manifest.
+    assert bests and all(b["data"]["step"] < 35 for b in bests)
+    snapshot_steps = [s["data"]["step"] for s in snapshots]
+    assert len(snapshot_steps) == len(set(snapshot_steps))
+    for s in snapshots:
+        assert (Path(s["data"]["path"]) / "tunewatch-snapshot.json").is_file()
+    # What a person saw: the critical alerts and the best models, each once.
+    received = notification_server.received(len(critical) + len(bests))
+    summaries = [(r.summary, r.body) for r in received]
+    assert len(summaries) == len(set(summaries))
+    assert any(r.urgency == "CRITICAL" and "blow-up" in r.summary for r in received)
+    assert any(
+        r.summary == "New best model: blow-up" and "snapshot saved" in r.body for r in received
+    )

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import psutil
@@ -42,6 +42,9 @@ class _RunTracking:
     dirty: bool = False
     stall: tuple[str, int] | None = None  # (metric, step) of an active stall alert
     last_train_best_time: float = 0.0
+    # Newest step seen per metric: the same value often arrives twice (a status file and the
+    # trainer's own log), and trainer_state.json replays a checkpoint's history in a burst.
+    last_steps: dict[str, int] = field(default_factory=dict)
 
 
 class AnomalyPlugin:
@@ -96,6 +99,7 @@ class AnomalyPlugin:
                 stall = data.get("stall")
                 tracking.stall = (str(stall[0]), int(stall[1])) if stall else None
                 tracking.last_train_best_time = float(data.get("last_train_best_time", 0.0))
+                tracking.last_steps = {k: int(v) for k, v in data.get("last_steps", {}).items()}
             except (ValueError, KeyError, TypeError) as exc:
                 # An old or damaged state: start the detectors afresh, but keep the position so
                 # that history is not replayed into a burst of stale alerts.
@@ -113,6 +117,7 @@ class AnomalyPlugin:
                 "detectors": tracking.detectors.state(),
                 "stall": list(tracking.stall) if tracking.stall else None,
                 "last_train_best_time": tracking.last_train_best_time,
+                "last_steps": tracking.last_steps,
             }
         )
         await self.ctx.store.call(self.ctx.store.store.plugin_put, self.name, f"run:{run}", data)
@@ -155,10 +160,13 @@ class AnomalyPlugin:
     async def _feed(self, run: str, tracking: _RunTracking, seq: int, point: Point) -> None:
         if seq and seq <= tracking.cursor:
             return  # already seen (replayed, or recorded before a restart)
-        verdict = tracking.detectors.update(point)
         tracking.cursor = max(tracking.cursor, seq)
         tracking.dirty = True
-        events = self._events(run, verdict, tracking, point.time)
+        fresh = _new_values(point, tracking.last_steps)
+        if fresh is None:
+            return
+        verdict = tracking.detectors.update(fresh)
+        events = self._events(run, verdict, tracking, fresh.time)
         if not events:
             return
         # Saved before publishing: after a crash the alert is not sent twice.
@@ -230,6 +238,20 @@ class AnomalyPlugin:
                 published.append(event)
         self.ctx.bus.publish_many(published)
         return published
+
+
+def _new_values(point: Point, last_steps: dict[str, int]) -> Point | None:
+    """The point without the metrics already seen at this step or a later one."""
+    fresh: dict[str, float] = {}
+    for name, value in point.metrics.items():
+        if point.step > last_steps.get(name, -1):
+            fresh[name] = value
+            last_steps[name] = point.step
+    if not fresh:
+        return None
+    if len(fresh) == len(point.metrics):
+        return point
+    return Point(point.step, fresh, point.time)
 
 
 def _saved_cursor(saved: str) -> int:
