@@ -10,7 +10,7 @@ import datetime as dt
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
@@ -62,6 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--unit-dir", type=Path, help="where to write the unit")
 
     sub.add_parser("plugins", help="list the plugins that were found")
+
+    validate = sub.add_parser("validate", help="check fine-tuning data files before training")
+    validate.add_argument("files", nargs="+", type=Path, help="JSONL or JSON-array files")
+    validate.add_argument("--verbose", action="store_true", help="every problem, not the first few")
+    validate.add_argument("--json", action="store_true", help="machine-readable output")
+    validate.add_argument("--markdown", action="store_true", help="a Markdown report")
+    validate.add_argument("--tokenizer", help="tokenizer or run directory (newest checkpoint)")
+    validate.add_argument("--test-file", type=Path, help="held-out file to check for leakage")
+    validate.add_argument("--max-seq-len", type=int, help="count examples longer than this")
+    validate.add_argument(
+        "--min-score", type=int, default=70, help="exit 1 below this score (default 70)"
+    )
     return parser
 
 
@@ -96,6 +108,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_install_service(args)
     if args.command == "plugins":
         return _cmd_plugins()
+    if args.command == "validate":
+        return _cmd_validate(args)
     raise AssertionError(args.command)
 
 
@@ -190,6 +204,55 @@ def _cmd_plugins() -> int:
         else:
             print(f"{plugin.name}\t{plugin.cls.__module__}.{plugin.cls.__qualname__}")
     return EXIT_OK
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from tunewatch.plugins.validate import render
+    from tunewatch.plugins.validate.reader import UnreadableInput
+    from tunewatch.plugins.validate.tokens import TokenizerNotFound
+    from tunewatch.plugins.validate.validate import validate_file
+
+    reports, code = [], EXIT_OK
+    for path in args.files:
+        try:
+            report = validate_file(
+                path,
+                tokenizer=args.tokenizer,
+                test_file=args.test_file,
+                max_seq_len=args.max_seq_len,
+                progress=_validate_progress(path),
+            )
+        except (UnreadableInput, TokenizerNotFound) as exc:
+            print(f"tunewatch validate: {exc}", file=sys.stderr)
+            code = EXIT_USAGE
+            continue
+        reports.append(report)
+        if report.score < args.min_score and code == EXIT_OK:
+            code = EXIT_FAILED
+        if args.markdown:
+            sys.stdout.write(render.render_markdown(report, verbose=args.verbose))
+        elif not args.json:
+            sys.stdout.write(render.render_text(report, verbose=args.verbose))
+    if args.json:
+        sys.stdout.write(render.dumps_json(reports))
+    return code
+
+
+def _validate_progress(path: Path) -> Callable[[int], None] | None:
+    """A percentage on stderr, only for large files and only when a person is watching."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if not sys.stderr.isatty() or size < 64 << 20:
+        return None
+
+    def show(done: int) -> None:
+        sys.stderr.write(f"\r{path.name}: {100 * done // size}%")
+        if done >= size:
+            sys.stderr.write("\n")
+
+    return show
 
 
 if __name__ == "__main__":

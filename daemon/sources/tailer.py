@@ -23,6 +23,8 @@ from tunewatch.daemon.sources.base import FileOrigin, LineParser
 from tunewatch.daemon.store import FileState
 
 FINGERPRINT_BYTES = 1024
+# About 5,000 typical metric lines per batch: large enough to amortise a commit, small enough
+# that a catch-up keeps few events in memory at once (they are held until their commit).
 READ_CHUNK_BYTES = 1 << 20
 
 log = structlog.get_logger(__name__)
@@ -65,7 +67,7 @@ class LogTailer:
             self._fh = None
             self._identity = None
 
-    async def read(self, max_bytes: int = 4 * READ_CHUNK_BYTES) -> TailBatch | None:
+    async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> TailBatch | None:
         """Parse up to about `max_bytes` of new data; None when there is nothing new."""
         try:
             st = os.stat(self.path)

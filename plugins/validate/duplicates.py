@@ -1,0 +1,143 @@
+"""Exact duplicates (after normalising case and whitespace) and near-duplicates by MinHash LSH.
+
+Memory per row is fixed: an 8-byte digest, NUM_PERM 32-bit minhashes and BANDS band hashes, all
+in numpy arrays; candidate pairs are found at the end by sorting each band, not with big dicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import defaultdict
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+NUM_PERM = 64
+BANDS = 16  # 16 bands of 4 rows: candidates from Jaccard ~0.5, then verified on the signature
+ROWS_PER_BAND = NUM_PERM // BANDS
+SHINGLE_WORDS = 5
+_WORD = re.compile(r"\w+")
+_MASK32 = np.uint64(0xFFFFFFFF)
+
+
+def normalise(text: str) -> str:
+    """Lower case with whitespace runs collapsed: what 'the same text' means here."""
+    return " ".join(text.lower().split())
+
+
+def digest(text: str) -> bytes:
+    return hashlib.blake2b(normalise(text).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
+class _Growing:
+    """A 2-D numpy array that grows by doubling, so appends stay amortised O(1)."""
+
+    def __init__(self, width: int, dtype: type[np.generic]) -> None:
+        self.data: npt.NDArray[np.generic] = np.zeros((1024, width), dtype=dtype)
+        self.size = 0
+
+    def append(self, row: npt.NDArray[np.generic]) -> None:
+        if self.size == len(self.data):
+            self.data = np.concatenate([self.data, np.zeros_like(self.data)])
+        self.data[self.size] = row
+        self.size += 1
+
+    def view(self) -> npt.NDArray[np.generic]:
+        return self.data[: self.size]
+
+
+class DuplicateFinder:
+    """Feed (line, text) pairs; `exact_groups` and `near_groups` give the line numbers."""
+
+    def __init__(self, *, threshold: float = 0.8, near: bool = True, seed: int = 1) -> None:
+        self.threshold = threshold
+        self.near = near
+        rng = np.random.default_rng(seed)
+        # Multiply-shift hashing: ((a*x + b) mod 2^64) >> 32 with odd a is a universal family.
+        self._a = rng.integers(1, 2**63, NUM_PERM, dtype=np.uint64) | np.uint64(1)
+        self._b = rng.integers(0, 2**63, NUM_PERM, dtype=np.uint64)
+        self._exact: dict[bytes, list[int]] = {}
+        self._lines: list[int] = []  # line of each MinHash row
+        self._signatures = _Growing(NUM_PERM, np.uint32)
+
+    def add(self, line: int, row_text: str, text: str) -> None:
+        """`row_text` (the whole row) decides exact copies; `text` (its prose) near ones."""
+        key = digest(row_text)
+        seen = self._exact.get(key)
+        if seen is not None:
+            seen.append(line)
+            return  # an exact copy is reported as such, not again as a near-duplicate
+        self._exact[key] = [line]
+        if self.near:
+            signature = self.signature(text)
+            if signature is not None:
+                self._lines.append(line)
+                self._signatures.append(signature)
+
+    def signature(self, text: str) -> npt.NDArray[np.uint32] | None:
+        """MinHash of the word 5-gram shingles; None for texts too short to shingle."""
+        words = _WORD.findall(text.lower())
+        if len(words) < SHINGLE_WORDS:
+            return None
+        shingles = {
+            hash(" ".join(words[i : i + SHINGLE_WORDS]))
+            for i in range(len(words) - SHINGLE_WORDS + 1)
+        }
+        x = np.fromiter(shingles, dtype=np.int64, count=len(shingles)).astype(np.uint64) & _MASK32
+        with np.errstate(over="ignore"):
+            hashed = (x[:, None] * self._a[None, :] + self._b[None, :]) >> np.uint64(32)
+        return hashed.min(axis=0).astype(np.uint32)
+
+    def exact_groups(self) -> list[tuple[int, ...]]:
+        return sorted(tuple(lines) for lines in self._exact.values() if len(lines) > 1)
+
+    def near_groups(self) -> list[tuple[int, ...]]:
+        """Groups of lines whose estimated Jaccard similarity reaches the threshold."""
+        sigs = self._signatures.view()
+        if len(sigs) < 2:
+            return []
+        parent = list(range(len(sigs)))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for band in range(BANDS):
+            columns = sigs[:, band * ROWS_PER_BAND : (band + 1) * ROWS_PER_BAND]
+            keys = np.ascontiguousarray(columns).view(np.dtype((np.void, columns.shape[1] * 4)))
+            keys = keys.ravel()
+            order = np.argsort(keys, kind="stable")
+            ordered = keys[order]
+            starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+            ends = np.append(starts[1:], len(order))
+            for start, end in zip(starts, ends, strict=True):
+                if end - start > 1:
+                    self._verify_bucket(sigs, order[start:end], find, parent)
+        groups: defaultdict[int, list[int]] = defaultdict(list)
+        for index in range(len(sigs)):
+            groups[find(index)].append(self._lines[index])
+        return sorted(tuple(sorted(g)) for g in groups.values() if len(g) > 1)
+
+    def _verify_bucket(
+        self,
+        sigs: npt.NDArray[np.generic],
+        members: npt.NDArray[np.intp],
+        find: Callable[[int], int],
+        parent: list[int],
+    ) -> None:
+        # Compare each member to the bucket's first one only: linear, and other bands and the
+        # union-find's transitivity cover most of what pairwise comparison would add.
+        leader = int(members[0])
+        similarity = (sigs[members[1:]] == sigs[leader]).mean(axis=1)
+        for member, sim in zip(members[1:], similarity, strict=True):
+            if sim >= self.threshold:
+                parent[find(int(member))] = find(leader)
+
+    @property
+    def surplus_exact(self) -> int:
+        """Rows that could be removed: all but one of each exact group."""
+        return sum(len(lines) - 1 for lines in self._exact.values())

@@ -1,0 +1,81 @@
+"""Leakage: an answer copied from its own prompt, and training rows that overlap a test file.
+
+Short answers are legitimately found in prompts (labels such as "Negative" chosen from a list),
+so the self check needs a long answer; the test check uses 13-gram containment (as GPT-3 did).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tunewatch.plugins.validate.duplicates import normalise
+
+MIN_ANSWER_WORDS = 8  # shorter answers in their prompt are labels, not leaks
+SELF_CONTAINMENT = 0.8  # share of the answer's 8-grams found in the prompt
+TEST_NGRAM = 13
+TEST_CONTAINMENT = 0.5  # share of a test row's 13-grams found in one training row
+_WORD = re.compile(r"\w+")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _ngrams(words: list[str], n: int) -> set[int]:
+    if len(words) < n:
+        # A short text counts as one gram, so short test rows can still leak verbatim.
+        return {hash(" ".join(words))} if words else set()
+    return {hash(" ".join(words[i : i + n])) for i in range(len(words) - n + 1)}
+
+
+def answer_in_prompt(prompt: str, answer: str) -> float | None:
+    """The share of a long answer found in its prompt, when it reaches SELF_CONTAINMENT."""
+    words = _words(answer)
+    if len(words) < MIN_ANSWER_WORDS or not prompt:
+        return None
+    if normalise(answer) in normalise(prompt):
+        return 1.0
+    grams = _ngrams(words, MIN_ANSWER_WORDS)
+    shared = len(grams & _ngrams(_words(prompt), MIN_ANSWER_WORDS)) / len(grams)
+    return shared if shared >= SELF_CONTAINMENT else None
+
+
+@dataclass(frozen=True, slots=True)
+class HeldOutLeak:
+    """One training row that contains (most of) some test rows."""
+
+    test_lines: tuple[int, ...]
+    containment: float
+
+
+class HeldOutIndex:
+    """The 13-grams of every row of a test file, to look training rows up against."""
+
+    def __init__(self) -> None:
+        self._owners: dict[int, list[int]] = {}
+        self._sizes: dict[int, int] = {}
+        self.rows = 0
+
+    def add(self, line: int, text: str) -> None:
+        grams = _ngrams(_words(text), TEST_NGRAM)
+        if not grams:
+            return
+        self.rows += 1
+        self._sizes[line] = len(grams)
+        for gram in grams:
+            self._owners.setdefault(gram, []).append(line)
+
+    def leak(self, text: str) -> HeldOutLeak | None:
+        """Which test rows `text` contains at least TEST_CONTAINMENT of, if any."""
+        if not self._owners:
+            return None
+        hits: dict[int, int] = {}
+        for gram in _ngrams(_words(text), TEST_NGRAM):
+            for line in self._owners.get(gram, ()):
+                hits[line] = hits.get(line, 0) + 1
+        leaked = {line: n / self._sizes[line] for line, n in hits.items()}
+        leaked = {line: c for line, c in leaked.items() if c >= TEST_CONTAINMENT}
+        if not leaked:
+            return None
+        return HeldOutLeak(tuple(sorted(leaked)), max(leaked.values()))

@@ -1,0 +1,219 @@
+"""`validate_file`: the single entry point that reads, checks and scores one data file."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+
+from tunewatch.plugins.validate import formats
+from tunewatch.plugins.validate.checks import FieldTypes, Finding, check_row
+from tunewatch.plugins.validate.duplicates import DuplicateFinder
+from tunewatch.plugins.validate.leakage import HeldOutIndex, answer_in_prompt
+from tunewatch.plugins.validate.reader import (
+    Record,
+    UnreadableInput,
+    open_checked,
+    read_records,
+)
+from tunewatch.plugins.validate.report import Problem, ValidationReport
+from tunewatch.plugins.validate.score import Tally, score
+from tunewatch.plugins.validate.tokens import TokenCounter, TokenTally, load_counter
+
+__all__ = ["UnreadableInput", "validate_file"]
+
+DETECT_ROWS = 50
+KEEP_PER_CATEGORY = 100  # problems kept per category; the counts cover all of them
+TOKEN_BATCH = 512
+
+
+class _HashingReader:
+    """Pass-through reader that hashes what it reads, so the file is read only once."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self.sha256.update(data)
+        return data
+
+
+def validate_file(
+    path: Path,
+    *,
+    tokenizer: str | None = None,
+    test_file: Path | None = None,
+    max_seq_len: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ValidationReport:
+    """Validate one JSONL or JSON-array file of fine-tuning examples.
+
+    `tokenizer` is a tokenizer directory or a run directory (its newest checkpoint-N/ with
+    tokenizer files is used); without one, token counts are a labelled chars/4 estimate.
+    `progress` is called with the number of bytes read so far, about once per MiB.
+    Raises UnreadableInput (missing, directory, empty, nothing that parses as JSON) and
+    tokens.TokenizerNotFound.
+    """
+    counter = load_counter(tokenizer)
+    held_out = _index_test_file(test_file) if test_file is not None else None
+    with open_checked(path) as raw:
+        hashing = _HashingReader(raw)
+        run = _Run(counter, held_out, max_seq_len)
+        run.consume(read_records(hashing, on_bytes=progress))  # type: ignore[arg-type]
+        while hashing.read(1 << 20):  # hash any bytes after a closing ']'
+            pass
+    if run.objects == 0 or run.objects < run.examples // 2 and run.saw_binary:
+        # Mostly undecodable bytes: a binary file, not a data file with some bad rows.
+        raise UnreadableInput(
+            f"{path}: not JSON data ({run.objects} objects in {run.examples} rows)"
+        )
+    return run.report(str(path), hashing.sha256.hexdigest())
+
+
+def _index_test_file(test_file: Path) -> HeldOutIndex:
+    index = HeldOutIndex()
+    with open_checked(test_file) as stream:
+        records = [r for r in read_records(stream) if r.error is None]
+    fmt = formats.detect_format(r.value for r in records[:DETECT_ROWS])
+    for record in records:
+        prompt, answer = formats.split_example(fmt, record.value)
+        index.add(record.line, f"{prompt}\n{answer}")
+    return index
+
+
+class _Run:
+    """The state of one validation while rows stream through."""
+
+    def __init__(
+        self, counter: TokenCounter, held_out: HeldOutIndex | None, max_seq_len: int | None
+    ) -> None:
+        self.counter = counter
+        self.held_out = held_out
+        self.max_seq_len = max_seq_len
+        self.format = formats.UNKNOWN
+        self.examples = 0
+        self.objects = 0
+        self.saw_binary = False
+        self.problems: list[Problem] = []
+        self.kept: Counter[str] = Counter()
+        self.levels: Counter[str] = Counter()
+        self.error_rows = self.warning_rows = self.self_leaks = self.test_leaks = 0
+        self.over = 0
+        self.types = FieldTypes()
+        self.duplicates = DuplicateFinder()
+        self.prompt_tokens, self.answer_tokens = TokenTally(), TokenTally()
+        self._batch: list[tuple[int, str, str]] = []
+
+    def consume(self, records: Iterator[Record]) -> None:
+        head: list[Record] = []
+        for record in records:
+            head.append(record)
+            if sum(r.error is None for r in head) >= DETECT_ROWS:
+                break
+        self.format = formats.detect_format(r.value for r in head if r.error is None)
+        for record in head:
+            self.row(record)
+        for record in records:
+            self.row(record)
+        self._flush_tokens()
+
+    def row(self, record: Record) -> None:
+        self.examples += 1
+        if record.error is not None:
+            self.saw_binary = self.saw_binary or record.error == "invalid_utf8"
+            self._note(record.line, [(record.error, "error", record.message)])
+            return
+        self.objects += isinstance(record.value, dict)
+        findings = check_row(self.format, record.value) + self.types.check(
+            record.line, record.value
+        )
+        prompt, answer = formats.split_example(self.format, record.value)
+        findings += self._leaks(prompt, answer)
+        self._note(record.line, findings)
+        row_text = orjson.dumps(record.value, option=orjson.OPT_SORT_KEYS).decode()
+        self.duplicates.add(record.line, row_text, f"{prompt}\n{answer}")
+        self._batch.append((record.line, prompt, answer))
+        if len(self._batch) >= TOKEN_BATCH:
+            self._flush_tokens()
+
+    def _leaks(self, prompt: str, answer: str) -> list[Finding]:
+        found: list[Finding] = []
+        share = answer_in_prompt(prompt, answer)
+        if share is not None:
+            self.self_leaks += 1
+            found.append(
+                ("answer_in_prompt", "warning", f"{share:.0%} of the answer is in the prompt")
+            )
+        leak = self.held_out.leak(f"{prompt}\n{answer}") if self.held_out else None
+        if leak is not None:
+            self.test_leaks += 1
+            lines = ", ".join(map(str, leak.test_lines[:10]))
+            message = f"contains {leak.containment:.0%} of test row(s) {lines}"
+            found.append(("test_leakage", "error", message))
+        return found
+
+    def _note(self, line: int, findings: list[Finding]) -> None:
+        levels = {level for _, level, _ in findings}
+        if "error" in levels:
+            self.error_rows += 1
+        elif "warning" in levels:
+            self.warning_rows += 1
+        for category, level, message in findings:
+            self.levels[level] += 1
+            if self.kept[category] < KEEP_PER_CATEGORY:
+                self.kept[category] += 1
+                self.problems.append(Problem(category, level, line, message))
+
+    def _flush_tokens(self) -> None:
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        counts = self.counter.count([p for _, p, _ in batch] + [a for _, _, a in batch])
+        prompts, answers = counts[: len(batch)], counts[len(batch) :]
+        self.prompt_tokens.extend(prompts)
+        self.answer_tokens.extend(answers)
+        if self.max_seq_len is None:
+            return
+        for (line, _, _), p, a in zip(batch, prompts, answers, strict=True):
+            if p + a > self.max_seq_len:
+                self.over += 1
+                message = f"{p + a} tokens > max_seq_len {self.max_seq_len}"
+                self._note(line, [("over_max_seq_len", "warning", message)])
+
+    def report(self, path: str, sha256: str) -> ValidationReport:
+        exact = tuple(self.duplicates.exact_groups())
+        near = tuple(self.duplicates.near_groups())
+        tally = Tally(
+            examples=self.examples,
+            error_rows=self.error_rows,
+            warning_rows=max(0, self.warning_rows - self.self_leaks - self.over),
+            surplus_exact=sum(len(g) - 1 for g in exact),
+            surplus_near=sum(len(g) - 1 for g in near),
+            self_leaks=self.self_leaks,
+            test_leaks=self.test_leaks,
+            over_max_seq_len=self.over,
+        )
+        points, deductions = score(tally)
+        return ValidationReport(
+            path=path,
+            format=self.format,
+            examples=self.examples,
+            sha256=sha256,
+            problems=tuple(sorted(self.problems, key=lambda p: (p.line, p.category))),
+            errors=self.levels["error"],
+            warnings=self.levels["warning"],
+            duplicate_groups=exact,
+            near_duplicate_groups=near,
+            tokenizer=self.counter.name,
+            prompt_tokens=self.prompt_tokens.stats(),
+            answer_tokens=self.answer_tokens.stats(),
+            over_max_seq_len=self.over,
+            score=points,
+            deductions=deductions,
+        )
