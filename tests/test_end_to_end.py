@@ -120,3 +120,36 @@ def test_a_diverging_run_is_alerted_and_earlier_best_models_are_snapshotted(
     assert any(
         r.summary == "New best model: blow-up" and "snapshot saved" in r.body for r in received
     )
+
+
+@pytest.mark.slow
+def test_a_file_dropped_into_the_inbox_is_validated_and_notified(
+    tmp_path: Path, notification_server: NotificationServer
+) -> None:
+    import json
+
+    run = tmp_path / "run-a"
+    run.mkdir()
+    (run / "trainer_log.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    rows = [
+        {"instruction": f"Add {i} and {i + 1}.", "input": "", "output": f"The sum is {2 * i + 1}."}
+        for i in range(50)
+    ]
+    with DaemonProcess(tmp_path) as daemon:
+        daemon.start(str(run), notifications=True)
+        daemon.wait_for(lambda: (run / "inbox").is_dir(), what="the inbox folder")
+        part = run / "inbox" / "my_data.jsonl.part"  # copied under a temporary name, then renamed
+        part.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        part.rename(run / "inbox" / "my_data.jsonl")
+        daemon.wait_for(
+            lambda: len(daemon.events("--kind", "validation")) == 1, timeout_s=60, what="validation"
+        )
+        (validation,) = daemon.events("--kind", "validation")
+        assert daemon.stop() == 0
+    assert validation["data"]["score"] >= 90
+    assert validation["summary"].startswith(str(run / "inbox" / "my_data.jsonl"))
+    assert Path(validation["data"]["report_path"]).is_file()
+    (received,) = notification_server.received(1)
+    assert received.summary == "Data checked: my_data.jsonl"
+    assert received.body.startswith("my_data.jsonl: ")
+    assert "/100, ready" in received.body

@@ -22,7 +22,12 @@ from tunewatch.daemon.history import fmt_step, fmt_value
 from tunewatch.plugins.notify.markup import one_line
 
 # Verdicts a validator uses to say "do not train on this".
-FAILING_VERDICTS = frozenset({"fail", "failed", "failing", "rejected", "invalid", "error"})
+# "fix" is the validator's verdict below 70/100: fix the data before training.
+FAILING_VERDICTS = frozenset(
+    {"fix", "unreadable", "fail", "failed", "failing", "rejected", "invalid", "error"}
+)
+# How the validator's other verdicts read in a notification.
+VERDICT_WORDS = {"ready": "ready", "review": "review the warnings"}
 
 _KIND_LABELS = {
     "non_finite": "non-finite value",
@@ -166,7 +171,8 @@ def validation_alert(e: ValidationFinished) -> Alert:
             critical=True,
             target=target,
         )
-    body = f"{name}: {e.score}/100, {one_line(e.verdict, 40)}"
+    verdict = VERDICT_WORDS.get(e.verdict.strip().lower(), e.verdict)
+    body = f"{name}: {e.score}/100, {one_line(verdict, 40)}"
     if e.warnings:
         body += f", {plural(e.warnings, 'warning')}"
     return Alert(

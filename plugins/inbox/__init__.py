@@ -1,0 +1,285 @@
+"""The inbox plugin: validates fine-tuning data dropped into each run's `inbox/` folder.
+
+A file is validated once it stopped changing (a file still being copied is never read half
+written), in a child process so that the daemon stays responsive and never imports numpy or
+transformers itself. Results are keyed by content hash: the same data dropped again is not
+validated twice. Reports go to `reports/validation/`; a failing file can be moved aside to
+`inbox/rejected/` (never deleted, never overwriting anything).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import watchfiles
+
+from tunewatch.daemon.events import InboxFileReady, ValidationFinished
+from tunewatch.daemon.plugin import PluginContext
+from tunewatch.plugins.inbox.quarantine import move_aside
+from tunewatch.plugins.inbox.settle import SettleTracker, is_candidate
+
+if TYPE_CHECKING:
+    from tunewatch.plugins.validate.report import ValidationReport
+
+# With nothing pending, the inbox is also scanned this often (inotify does the rest).
+IDLE_SCAN_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class InboxConfig:
+    enabled: bool = True
+    settle_s: float = 3.0
+    min_score: int = 70
+    quarantine: bool = False
+    tokenizer: str = ""
+    test_file: str = ""
+    max_seq_len: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What the child process sends back: the report, or why the file could not be read."""
+
+    report: ValidationReport | None
+    error: str | None
+    markdown: str
+    json_text: str
+
+
+def validate_in_child(
+    path: str, tokenizer: str | None, test_file: str | None, max_seq_len: int | None
+) -> _Outcome:
+    """Runs in the child process: the only place numpy and transformers get imported."""
+    from tunewatch.plugins.validate.reader import UnreadableInput
+    from tunewatch.plugins.validate.render import dumps_json, render_markdown
+    from tunewatch.plugins.validate.tokens import TokenizerNotFound
+    from tunewatch.plugins.validate.validate import validate_file
+
+    try:
+        report = validate_file(
+            Path(path),
+            tokenizer=tokenizer,
+            test_file=Path(test_file) if test_file else None,
+            max_seq_len=max_seq_len,
+        )
+    except (UnreadableInput, TokenizerNotFound, OSError) as exc:
+        return _Outcome(None, str(exc), "", "")
+    return _Outcome(report, None, render_markdown(report, verbose=True), dumps_json([report]))
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class InboxPlugin:
+    """Watches each run's inbox, validates complete new files, publishes ValidationFinished."""
+
+    name: ClassVar[str] = "inbox"
+    Config: ClassVar[type[InboxConfig]] = InboxConfig
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+        self.config: InboxConfig = ctx.config
+        self.settle = SettleTracker(self.config.settle_s)
+        self._pool: ProcessPoolExecutor | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._changed = asyncio.Event()
+        self._failed: set[tuple[Path, int, int]] = set()  # unreadable files, until they change
+        self.validated = 0
+
+    async def start(self) -> None:
+        # "spawn": a fork of the daemon would inherit its event loop, threads and sockets.
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        self._tasks.append(asyncio.create_task(self._scan_loop(), name="inbox-scan"))
+        self._tasks.append(asyncio.create_task(self._watch_loop(), name="inbox-watch"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- where the inboxes are ----------------------------------------------------------------
+
+    async def inboxes(self) -> list[tuple[str, Path, Path]]:
+        """(run, inbox dir, run dir) for every known run whose directory exists."""
+        runs = await self.ctx.store.call(self.ctx.store.store.runs)
+        candidates = [
+            (
+                run.name,
+                self.ctx.run_path(Path(run.path), self.ctx.settings.paths.inbox),
+                Path(run.path),
+            )
+            for run in runs
+        ]
+        return await asyncio.to_thread(lambda: [c for c in candidates if c[2].is_dir()])
+
+    # -- loops ----------------------------------------------------------------------------------
+
+    async def _watch_loop(self) -> None:
+        while True:
+            dirs = []
+            for _run, inbox, _dir in await self.inboxes():
+                # The inbox is tunewatch's own folder: create it so there is a place to drop into.
+                with contextlib.suppress(OSError):
+                    inbox.mkdir(exist_ok=True)
+                    dirs.append(str(inbox))
+            if not dirs:
+                await asyncio.sleep(IDLE_SCAN_S)
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                async for _changes in watchfiles.awatch(*dirs, step=200, recursive=False):
+                    self._changed.set()
+
+    async def _scan_loop(self) -> None:
+        while True:
+            await self.scan_once()
+            wait = self.config.settle_s / 2 if self.settle.pending() else IDLE_SCAN_S
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), wait)
+
+    async def scan_once(self, now: float | None = None) -> int:
+        """Look at every inbox once; validate the files that are ready. Returns how many."""
+        done = 0
+        for run, inbox, run_dir in await self.inboxes():
+            for path, size, mtime_ns in await asyncio.to_thread(_files_in, inbox):
+                if await self._maybe_validate(run, run_dir, path, (size, mtime_ns), now):
+                    done += 1
+        return done
+
+    async def _maybe_validate(
+        self, run: str, run_dir: Path, path: Path, signature: tuple[int, int], now: float | None
+    ) -> bool:
+        size, mtime_ns = signature
+        if (path, size, mtime_ns) in self._failed:
+            return False
+        now = time.monotonic() if now is None else now
+        if not self.settle.observe(path, size, mtime_ns, now):
+            return False
+        self.settle.forget(path)
+        digest = await asyncio.to_thread(sha256_of, path)
+        store = self.ctx.store
+        if await store.call(store.store.plugin_get, self.name, f"sha256:{digest}"):
+            self._failed.add((path, size, mtime_ns))  # seen: do not hash it again
+            self.ctx.log.info("already validated (same content)", run=run, path=str(path))
+            return False
+        self.ctx.bus.publish(InboxFileReady(run=run, path=str(path), sha256=digest))
+        await self._validate(run, run_dir, path, digest, signature)
+        return True
+
+    async def _validate(
+        self, run: str, run_dir: Path, path: Path, digest: str, signature: tuple[int, int]
+    ) -> None:
+        assert self._pool is not None
+        cfg = self.config
+        tokenizer = cfg.tokenizer or (str(run_dir) if _has_checkpoint_tokenizer(run_dir) else None)
+        loop = asyncio.get_running_loop()
+        outcome: _Outcome = await loop.run_in_executor(
+            self._pool,
+            validate_in_child,
+            str(path),
+            tokenizer,
+            cfg.test_file or None,
+            cfg.max_seq_len or None,
+        )
+        if outcome.report is None:
+            # Not data at all (empty, binary, unreadable): say so once, and not again until the
+            # file changes.
+            self._failed.add((path, *signature))
+            self.ctx.log.warning("cannot validate", run=run, path=str(path), error=outcome.error)
+            self.ctx.bus.publish(
+                ValidationFinished(
+                    run=run,
+                    path=str(path),
+                    score=0,
+                    verdict="unreadable",
+                    errors=1,
+                    warnings=0,
+                    report_path=None,
+                )
+            )
+            return
+        report = outcome.report
+        reports = self.ctx.run_path(run_dir, self.ctx.settings.paths.reports) / "validation"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        md_path = reports / f"{path.stem}-{stamp}.md"
+        await asyncio.to_thread(write_atomic, md_path, outcome.markdown)
+        await asyncio.to_thread(write_atomic, md_path.with_suffix(".json"), outcome.json_text)
+        failing = report.score < cfg.min_score
+        final_path = path
+        if failing and cfg.quarantine:
+            rejected = path.parent / "rejected"
+            final_path = await asyncio.to_thread(move_aside, path, rejected)
+        record = {
+            "path": str(final_path),
+            "score": report.score,
+            "verdict": report.verdict,
+            "report": str(md_path),
+            "time": time.time(),
+        }
+        store = self.ctx.store
+        await store.call(store.store.plugin_put, self.name, f"sha256:{digest}", json.dumps(record))
+        self.validated += 1
+        self.ctx.bus.publish(
+            ValidationFinished(
+                run=run,
+                path=str(final_path),
+                score=report.score,
+                verdict="fix" if failing else report.verdict,
+                errors=report.errors,
+                warnings=report.warnings,
+                report_path=str(md_path),
+            )
+        )
+
+
+def _files_in(inbox: Path) -> list[tuple[Path, int, int]]:
+    """(path, size, mtime_ns) of each candidate file directly in `inbox`."""
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(inbox):
+            path = Path(entry.path)
+            if entry.is_file(follow_symlinks=False) and is_candidate(path):
+                st = entry.stat()
+                found.append((path, st.st_size, st.st_mtime_ns))
+    return sorted(found)
+
+
+def _has_checkpoint_tokenizer(run_dir: Path) -> bool:
+    from tunewatch.daemon.sources.discovery import CHECKPOINT_DIR
+
+    names = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+    try:
+        children = list(run_dir.iterdir())
+    except OSError:
+        return False
+    return any((run_dir / n).is_file() for n in names) or any(
+        CHECKPOINT_DIR.match(c.name) and any((c / n).is_file() for n in names) for c in children
+    )
+
+
+__all__ = ["InboxConfig", "InboxPlugin", "sha256_of", "validate_in_child"]
