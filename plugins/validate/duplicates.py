@@ -88,7 +88,8 @@ class DuplicateFinder:
         x = np.fromiter(shingles, dtype=np.int64, count=len(shingles)).astype(np.uint64) & _MASK32
         with np.errstate(over="ignore"):
             hashed = (x[:, None] * self._a[None, :] + self._b[None, :]) >> np.uint64(32)
-        return hashed.min(axis=0).astype(np.uint32)
+        signature: npt.NDArray[np.uint32] = hashed.min(axis=0).astype(np.uint32)
+        return signature
 
     def exact_groups(self) -> list[tuple[int, ...]]:
         return sorted(tuple(lines) for lines in self._exact.values() if len(lines) > 1)

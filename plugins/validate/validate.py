@@ -68,7 +68,7 @@ def validate_file(
         run.consume(read_records(hashing, on_bytes=progress))  # type: ignore[arg-type]
         while hashing.read(1 << 20):  # hash any bytes after a closing ']'
             pass
-    if run.objects == 0 or run.objects < run.examples // 2 and run.saw_binary:
+    if run.objects == 0 or (run.objects < run.examples // 2 and run.saw_binary):
         # Mostly undecodable bytes: a binary file, not a data file with some bad rows.
         raise UnreadableInput(
             f"{path}: not JSON data ({run.objects} objects in {run.examples} rows)"
