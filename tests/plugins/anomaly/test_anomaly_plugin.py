@@ -165,3 +165,22 @@ async def test_train_loss_best_models_are_announced_at_most_once_per_interval(
     bests = [e for e in h.published if isinstance(e, BestModelFound)]
     assert len(bests) == 1
     assert bests[0].metric == "loss"
+
+
+async def test_the_same_step_from_two_sources_is_judged_once(store: AsyncStore) -> None:
+    """A status file and the trainer's log both report step 41's NaN: one alert, no repeat."""
+    run_id = await store.call(store.store.ensure_run, "/runs/a", "run-a")
+    h = Harness(store, run_id)
+    await h.plugin.start()
+    await h.log_points(clean(1, 40))
+    nan_twice = [
+        MetricsLogged(run="run-a", step=41, metrics={"loss": math.nan}, source=source)
+        for source in ("training_status.json", "trainer_state.json")
+    ]
+    await store.call(store.store.commit_batch, run_id, nan_twice, None)
+    h.bus.publish_many(nan_twice)
+    await h.settle()
+    await h.plugin.stop()
+    assert h.kinds() == ["non_finite"]
+    counts = h.plugin.runs["run-a"].detectors.gate.counts()
+    assert sum(c.repeats for c in counts.values()) == 0
