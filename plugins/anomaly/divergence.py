@@ -44,6 +44,7 @@ class DivergenceDetector:
         self._ewma = Ewma(alpha)
         self._noise = DiffNoise()
         self._best: float | None = None  # lowest smoothed log-loss since the warm-up
+        self._best_step = 0
         self._streak = 0
 
     def update(self, point: Point) -> list[Finding]:
@@ -59,6 +60,7 @@ class DivergenceDetector:
             return []
         if self._best is None or smoothed < self._best:
             self._best = smoothed
+            self._best_step = point.step
         rise = smoothed - self._best
         # The point itself must be up too: after a one-point spike the EWMA stays high for a
         # few points while the loss is already back, and that is not a sustained rise.
@@ -87,8 +89,8 @@ class DivergenceDetector:
             value=now,
             expected=before,
             detail=(
-                f"smoothed {self.metric} {now:.4g} has stayed {now / before - 1:.0%} above its "
-                f"best {before:.4g} for {self._streak} points (step {step})"
+                f"best {before:.4f} at step {self._best_step:,}; smoothed {self.metric} "
+                f"{now / before - 1:.0%} above it for {self._streak} points"
             ),
             step=step,
         )
@@ -98,6 +100,7 @@ class DivergenceDetector:
             "ewma": self._ewma.state(),
             "noise": self._noise.state(),
             "best": self._best,
+            "best_step": self._best_step,
             "streak": self._streak,
         }
 
@@ -105,6 +108,7 @@ class DivergenceDetector:
         self._ewma.restore(state["ewma"])
         self._noise.restore(state["noise"])
         self._best = _optional(state["best"])
+        self._best_step = int(state.get("best_step", 0))
         self._streak = int(state["streak"])
 
 

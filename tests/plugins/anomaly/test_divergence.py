@@ -71,7 +71,9 @@ def test_the_finding_names_the_best_level_and_the_rise() -> None:
     first = found[0]
     assert (first.kind, first.metric, first.severity) == ("divergence", "loss", "critical")
     assert first.expected is not None and first.value > 1.3 * first.expected
-    assert "above its best" in first.detail
+    # The best level and where it was, as the notification shows them.
+    assert first.detail.startswith(f"best {first.expected:.4f} at step ")
+    assert "above it for 3 points" in first.detail
 
 
 def test_the_warm_up_neither_judges_nor_sets_the_best() -> None:
