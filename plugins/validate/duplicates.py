@@ -14,6 +14,8 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
+from tunewatch.plugins.validate.ngrams import ngram_hashes, word_hashes
+
 NUM_PERM = 64
 BANDS = 16  # 16 bands of 4 rows: candidates from Jaccard ~0.5, then verified on the signature
 ROWS_PER_BAND = NUM_PERM // BANDS
@@ -78,14 +80,10 @@ class DuplicateFinder:
 
     def signature(self, text: str) -> npt.NDArray[np.uint32] | None:
         """MinHash of the word 5-gram shingles; None for texts too short to shingle."""
-        words = _WORD.findall(text.lower())
+        words = word_hashes(text)
         if len(words) < SHINGLE_WORDS:
             return None
-        shingles = {
-            hash(" ".join(words[i : i + SHINGLE_WORDS]))
-            for i in range(len(words) - SHINGLE_WORDS + 1)
-        }
-        x = np.fromiter(shingles, dtype=np.int64, count=len(shingles)).astype(np.uint64) & _MASK32
+        x = ngram_hashes(words, SHINGLE_WORDS) & _MASK32
         with np.errstate(over="ignore"):
             hashed = (x[:, None] * self._a[None, :] + self._b[None, :]) >> np.uint64(32)
         signature: npt.NDArray[np.uint32] = hashed.min(axis=0).astype(np.uint32)

@@ -6,38 +6,39 @@ so the self check needs a long answer; the test check uses 13-gram containment (
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+import numpy as np
+
 from tunewatch.plugins.validate.duplicates import normalise
+from tunewatch.plugins.validate.ngrams import ngram_hashes, word_hashes
 
 MIN_ANSWER_WORDS = 8  # shorter answers in their prompt are labels, not leaks
 SELF_CONTAINMENT = 0.8  # share of the answer's 8-grams found in the prompt
 TEST_NGRAM = 13
 TEST_CONTAINMENT = 0.5  # share of a test row's 13-grams found in one training row
-_WORD = re.compile(r"\w+")
 
 
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-def _ngrams(words: list[str], n: int) -> set[int]:
-    if len(words) < n:
-        # A short text counts as one gram, so short test rows can still leak verbatim.
-        return {hash(" ".join(words))} if words else set()
-    return {hash(" ".join(words[i : i + n])) for i in range(len(words) - n + 1)}
+def _ngrams(text: str, n: int) -> set[int]:
+    # A short text counts as one gram, so short test rows can still leak verbatim.
+    return set(ngram_hashes(word_hashes(text), n).tolist())
 
 
 def answer_in_prompt(prompt: str, answer: str) -> float | None:
     """The share of a long answer found in its prompt, when it reaches SELF_CONTAINMENT."""
-    words = _words(answer)
+    words = word_hashes(answer)
     if len(words) < MIN_ANSWER_WORDS or not prompt:
         return None
     if normalise(answer) in normalise(prompt):
         return 1.0
-    grams = _ngrams(words, MIN_ANSWER_WORDS)
-    shared = len(grams & _ngrams(_words(prompt), MIN_ANSWER_WORDS)) / len(grams)
+    prompt_words = word_hashes(prompt)
+    # Cheap first: most of the answer's n-grams cannot be in the prompt if most of its words
+    # are not.
+    if np.isin(words, prompt_words).mean() < SELF_CONTAINMENT:
+        return None
+    grams = ngram_hashes(words, MIN_ANSWER_WORDS)
+    prompt_grams = ngram_hashes(prompt_words, MIN_ANSWER_WORDS)
+    shared = float(np.isin(grams, prompt_grams, assume_unique=True).mean())
     return shared if shared >= SELF_CONTAINMENT else None
 
 
@@ -58,7 +59,7 @@ class HeldOutIndex:
         self.rows = 0
 
     def add(self, line: int, text: str) -> None:
-        grams = _ngrams(_words(text), TEST_NGRAM)
+        grams = _ngrams(text, TEST_NGRAM)
         if not grams:
             return
         self.rows += 1
@@ -71,7 +72,7 @@ class HeldOutIndex:
         if not self._owners:
             return None
         hits: dict[int, int] = {}
-        for gram in _ngrams(_words(text), TEST_NGRAM):
+        for gram in _ngrams(text, TEST_NGRAM):
             for line in self._owners.get(gram, ()):
                 hits[line] = hits.get(line, 0) + 1
         leaked = {line: n / self._sizes[line] for line, n in hits.items()}

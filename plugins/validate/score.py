@@ -4,7 +4,7 @@ Formula (f = affected rows / examples, each term capped):
   rows with errors        min(50, max(2, 500 f))   10 % broken rows alone means "fix"
   rows with warnings only min(10, 100 f)
   surplus exact copies    min(20, 200 f)
-  surplus near copies     min(10, 100 f)
+  surplus near copies     min(20, 200 f)         as costly as exact copies: both overweight
   answer in own prompt    min(10, 100 f)
   rows leaking test rows  min(30, 5 + 500 f)       any test leak costs at least 5
   over max_seq_len        min(15, 100 f)           truncated in training
@@ -47,7 +47,7 @@ def score(tally: Tally) -> tuple[int, tuple[Deduction, ...]]:
     take(tally.error_rows, min(50, max(2, 500 * tally.error_rows / n)), "rows with errors")
     take(tally.warning_rows, min(10, 100 * tally.warning_rows / n), "rows with warnings")
     take(tally.surplus_exact, min(20, 200 * tally.surplus_exact / n), "exact duplicate rows")
-    take(tally.surplus_near, min(10, 100 * tally.surplus_near / n), "near-duplicate rows")
+    take(tally.surplus_near, min(20, 200 * tally.surplus_near / n), "near-duplicate rows")
     take(tally.self_leaks, min(10, 100 * tally.self_leaks / n), "answers copied from the prompt")
     take(
         tally.test_leaks, min(30, 5 + 500 * tally.test_leaks / n), "rows overlapping the test file"

@@ -87,6 +87,7 @@ def test_markdown_output_escapes_text_from_the_data(write_jsonl: WriteRows) -> N
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_a_1gb_file_is_validated_in_bounded_memory(tmp_path: Path) -> None:
     path = tmp_path / "big.jsonl"
     filler = " ".join(f"word{i}" for i in range(1500))  # ~13 KB of text per row
