@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
-WriteRows = Callable[[list[Any]], Path]
+
+class WriteRows(Protocol):
+    def __call__(self, rows: list[Any], name: str = ...) -> Path: ...
 
 
 @pytest.fixture
