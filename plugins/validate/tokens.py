@@ -51,6 +51,13 @@ class HFCounter:
     def count(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
+        backend = getattr(self._tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            # A fast tokenizer: encode the batch in Rust (on all cores) and read only the
+            # lengths, instead of building Python lists of ids for every text.
+            backend.no_truncation()
+            backend.no_padding()
+            return [len(e) for e in backend.encode_batch(list(texts), add_special_tokens=False)]
         encoded = self._tokenizer(
             list(texts), add_special_tokens=False, padding=False, truncation=False
         )
