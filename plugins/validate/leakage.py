@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from tunewatch.plugins.validate.duplicates import normalise
 from tunewatch.plugins.validate.ngrams import ngram_hashes, word_hashes
@@ -56,6 +57,7 @@ class HeldOutIndex:
     def __init__(self) -> None:
         self._owners: dict[int, list[int]] = {}
         self._sizes: dict[int, int] = {}
+        self._known: npt.NDArray[np.uint64] | None = None  # every test gram, sorted
         self.rows = 0
 
     def add(self, line: int, text: str) -> None:
@@ -63,6 +65,7 @@ class HeldOutIndex:
         if not grams:
             return
         self.rows += 1
+        self._known = None
         self._sizes[line] = len(grams)
         for gram in grams:
             self._owners.setdefault(gram, []).append(line)
@@ -71,8 +74,13 @@ class HeldOutIndex:
         """Which test rows `text` contains at least TEST_CONTAINMENT of, if any."""
         if not self._owners:
             return None
+        if self._known is None:
+            self._known = np.array(sorted(self._owners), dtype=np.uint64)
+        grams = ngram_hashes(word_hashes(text), TEST_NGRAM)
+        # Almost no training gram is a test gram: find the few that are in one vectorised pass.
+        shared = grams[np.isin(grams, self._known, assume_unique=True)]
         hits: dict[int, int] = {}
-        for gram in _ngrams(text, TEST_NGRAM):
+        for gram in shared.tolist():
             for line in self._owners.get(gram, ()):
                 hits[line] = hits.get(line, 0) + 1
         leaked = {line: n / self._sizes[line] for line, n in hits.items()}
