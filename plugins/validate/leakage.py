@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tunewatch.plugins.validate.duplicates import normalise
-from tunewatch.plugins.validate.ngrams import ngram_hashes, word_hashes
+from tunewatch.plugins.validate.ngrams import contained, ngram_hashes, word_hashes
 
 MIN_ANSWER_WORDS = 8  # shorter answers in their prompt are labels, not leaks
 SELF_CONTAINMENT = 0.8  # share of the answer's 8-grams found in the prompt
@@ -35,11 +35,11 @@ def answer_in_prompt(prompt: str, answer: str) -> float | None:
     prompt_words = word_hashes(prompt)
     # Cheap first: most of the answer's n-grams cannot be in the prompt if most of its words
     # are not.
-    if np.isin(words, prompt_words).mean() < SELF_CONTAINMENT:
+    if contained(words, np.sort(prompt_words)).mean() < SELF_CONTAINMENT:
         return None
     grams = ngram_hashes(words, MIN_ANSWER_WORDS)
-    prompt_grams = ngram_hashes(prompt_words, MIN_ANSWER_WORDS)
-    shared = float(np.isin(grams, prompt_grams, assume_unique=True).mean())
+    prompt_grams = ngram_hashes(prompt_words, MIN_ANSWER_WORDS)  # sorted: np.unique sorts
+    shared = float(contained(grams, prompt_grams).mean())
     return shared if shared >= SELF_CONTAINMENT else None
 
 
@@ -78,7 +78,7 @@ class HeldOutIndex:
             self._known = np.array(sorted(self._owners), dtype=np.uint64)
         grams = ngram_hashes(word_hashes(text), TEST_NGRAM)
         # Almost no training gram is a test gram: find the few that are in one vectorised pass.
-        shared = grams[np.isin(grams, self._known, assume_unique=True)]
+        shared = grams[contained(grams, self._known)]
         hits: dict[int, int] = {}
         for gram in shared.tolist():
             for line in self._owners.get(gram, ()):

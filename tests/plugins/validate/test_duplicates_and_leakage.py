@@ -74,3 +74,15 @@ def test_training_rows_that_contain_test_rows_are_named(write_jsonl: WriteRows) 
     leaks = [p for p in report.problems if p.category == "test_leakage"]
     assert [(p.line, p.level) for p in leaks] == [(3, "error")]
     assert "test row(s) 2" in leaks[0].message
+
+
+def test_contained_agrees_with_numpy_isin() -> None:
+    import numpy as np
+
+    from tunewatch.plugins.validate.ngrams import contained
+
+    rng = np.random.default_rng(0)
+    for size in (0, 1, 7, 300):
+        pool = np.unique(rng.integers(0, 50, size, dtype=np.uint64))
+        values = rng.integers(0, 60, 200, dtype=np.uint64)
+        assert (contained(values, pool) == np.isin(values, pool)).all()
