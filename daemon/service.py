@@ -13,7 +13,6 @@ import ctypes
 import ctypes.util
 import gc
 import signal
-import time
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,7 +60,6 @@ class Daemon:
         self.notifier = SdNotifier.from_env()
         self.stop_event = asyncio.Event()
         self._reload_requested = False
-        self.started_at = time.time()
 
     def run_specs(self) -> list[str]:
         return self.cli_run_specs or list(self.settings.daemon.runs)

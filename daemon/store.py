@@ -524,19 +524,16 @@ class Store:
 class AsyncStore:
     """Runs a `Store`'s blocking calls on one dedicated thread, off the event loop."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, executor: ThreadPoolExecutor) -> None:
+        # The store's connection was opened on `executor`'s thread and is only used there.
         self.store = store
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunewatch-store")
+        self._executor = executor
 
     @classmethod
     async def open(cls, path: Path) -> AsyncStore:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunewatch-store")
-        loop = asyncio.get_running_loop()
-        store = await loop.run_in_executor(executor, Store, path)
-        self = cls.__new__(cls)
-        self.store = store
-        self._executor = executor
-        return self
+        store = await asyncio.get_running_loop().run_in_executor(executor, Store, path)
+        return cls(store, executor)
 
     async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         loop = asyncio.get_running_loop()

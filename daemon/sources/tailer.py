@@ -57,10 +57,6 @@ class LogTailer:
         self._skip_rows = 0  # rows already delivered before a rewrite (see rewrite_keeps_rows)
         self._header_pending = False
 
-    @property
-    def is_open(self) -> bool:
-        return self._fh is not None
-
     async def close(self) -> None:
         if self._fh is not None:
             await self._fh.close()
