@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from tunewatch.daemon.atomic import write_atomic
 
 UNIT_NAME = "tunewatch.service"
 
@@ -158,8 +159,8 @@ def install_service(
     backup = None
     if previous is not None:
         backup = path.with_name(UNIT_NAME + ".bak")
-        _write_atomically(backup, previous)
-    _write_atomically(path, text)
+        write_atomic(backup, previous)
+    write_atomic(path, text)
     return InstallResult(path=path, backup=backup, unchanged=False)
 
 
@@ -188,20 +189,3 @@ def _read_if_exists(path: Path) -> bytes | None:
         return path.read_bytes()
     except FileNotFoundError:
         return None
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Readers (systemd, a person) see the old file or the new one, never half of one."""
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes 0600; unit files are conventionally world-readable.
-        temp.chmod(0o644)
-        temp.replace(path)  # os.replace: atomic within one filesystem
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise

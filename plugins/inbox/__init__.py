@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import watchfiles
 
+from tunewatch.daemon.atomic import write_atomic
 from tunewatch.daemon.events import InboxFileReady, ValidationFinished
 from tunewatch.daemon.plugin import PluginContext
 from tunewatch.plugins.inbox.quarantine import move_aside
@@ -83,13 +84,6 @@ def sha256_of(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class InboxPlugin:
