@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from tunewatch.plugins.validate.ngrams import ngram_hashes, word_hashes
+from tunewatch.plugins.validate.ngrams import Hashes, ngram_hashes, word_hashes
 
 NUM_PERM = 64
 BANDS = 16  # 16 bands of 4 rows: candidates from Jaccard ~0.5, then verified on the signature
@@ -64,7 +64,7 @@ class DuplicateFinder:
         self._lines: list[int] = []  # line of each MinHash row
         self._signatures = _Growing(NUM_PERM, np.uint32)
 
-    def add(self, line: int, row_text: str, text: str) -> None:
+    def add(self, line: int, row_text: str, text: str, words: Hashes | None = None) -> None:
         """`row_text` (the whole row) decides exact copies; `text` (its prose) near ones."""
         key = digest(row_text)
         seen = self._exact.get(key)
@@ -73,14 +73,15 @@ class DuplicateFinder:
             return  # an exact copy is reported as such, not again as a near-duplicate
         self._exact[key] = [line]
         if self.near:
-            signature = self.signature(text)
+            signature = self.signature(text, words)
             if signature is not None:
                 self._lines.append(line)
                 self._signatures.append(signature)
 
-    def signature(self, text: str) -> npt.NDArray[np.uint32] | None:
+    def signature(self, text: str, words: Hashes | None = None) -> npt.NDArray[np.uint32] | None:
         """MinHash of the word 5-gram shingles; None for texts too short to shingle."""
-        words = word_hashes(text)
+        if words is None:
+            words = word_hashes(text)
         if len(words) < SHINGLE_WORDS:
             return None
         x = ngram_hashes(words, SHINGLE_WORDS) & _MASK32

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tunewatch.plugins.validate.duplicates import normalise
-from tunewatch.plugins.validate.ngrams import contained, ngram_hashes, word_hashes
+from tunewatch.plugins.validate.ngrams import Hashes, contained, ngram_hashes, word_hashes
 
 MIN_ANSWER_WORDS = 8  # shorter answers in their prompt are labels, not leaks
 SELF_CONTAINMENT = 0.8  # share of the answer's 8-grams found in the prompt
@@ -25,19 +25,23 @@ def _ngrams(text: str, n: int) -> set[int]:
     return set(ngram_hashes(word_hashes(text), n).tolist())
 
 
-def answer_in_prompt(prompt: str, answer: str) -> float | None:
-    """The share of a long answer found in its prompt, when it reaches SELF_CONTAINMENT."""
-    words = word_hashes(answer)
-    if len(words) < MIN_ANSWER_WORDS or not prompt:
+def answer_in_prompt(
+    prompt: str, answer: str, words: tuple[Hashes, Hashes] | None = None
+) -> float | None:
+    """The share of a long answer found in its prompt, when it reaches SELF_CONTAINMENT.
+
+    `words`: the prompt's and the answer's word hashes, when the caller already has them.
+    """
+    prompt_words, answer_words = words or (word_hashes(prompt), word_hashes(answer))
+    if len(answer_words) < MIN_ANSWER_WORDS or not prompt:
         return None
     if normalise(answer) in normalise(prompt):
         return 1.0
-    prompt_words = word_hashes(prompt)
     # Cheap first: most of the answer's n-grams cannot be in the prompt if most of its words
     # are not.
-    if contained(words, np.sort(prompt_words)).mean() < SELF_CONTAINMENT:
+    if contained(answer_words, np.sort(prompt_words)).mean() < SELF_CONTAINMENT:
         return None
-    grams = ngram_hashes(words, MIN_ANSWER_WORDS)
+    grams = ngram_hashes(answer_words, MIN_ANSWER_WORDS)
     prompt_grams = ngram_hashes(prompt_words, MIN_ANSWER_WORDS)  # sorted: np.unique sorts
     shared = float(contained(grams, prompt_grams).mean())
     return shared if shared >= SELF_CONTAINMENT else None
@@ -70,13 +74,13 @@ class HeldOutIndex:
         for gram in grams:
             self._owners.setdefault(gram, []).append(line)
 
-    def leak(self, text: str) -> HeldOutLeak | None:
+    def leak(self, text: str, words: Hashes | None = None) -> HeldOutLeak | None:
         """Which test rows `text` contains at least TEST_CONTAINMENT of, if any."""
         if not self._owners:
             return None
         if self._known is None:
             self._known = np.array(sorted(self._owners), dtype=np.uint64)
-        grams = ngram_hashes(word_hashes(text), TEST_NGRAM)
+        grams = ngram_hashes(word_hashes(text) if words is None else words, TEST_NGRAM)
         # Almost no training gram is a test gram: find the few that are in one vectorised pass.
         shared = grams[contained(grams, self._known)]
         hits: dict[int, int] = {}

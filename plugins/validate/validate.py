@@ -8,12 +8,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import orjson
 
 from tunewatch.plugins.validate import formats
 from tunewatch.plugins.validate.checks import FieldTypes, Finding, check_row
 from tunewatch.plugins.validate.duplicates import DuplicateFinder
 from tunewatch.plugins.validate.leakage import HeldOutIndex, answer_in_prompt
+from tunewatch.plugins.validate.ngrams import Hashes, word_hashes
 from tunewatch.plugins.validate.reader import (
     Record,
     UnreadableInput,
@@ -134,23 +136,28 @@ class _Run:
             record.line, record.value
         )
         prompt, answer = formats.split_example(self.format, record.value)
-        findings += self._leaks(prompt, answer)
+        # Each side's words are hashed once for all three checks (no word spans the newline).
+        prompt_words, answer_words = word_hashes(prompt), word_hashes(answer)
+        both = np.concatenate([prompt_words, answer_words])
+        findings += self._leaks(prompt, answer, (prompt_words, answer_words), both)
         self._note(record.line, findings)
         row_text = orjson.dumps(record.value, option=orjson.OPT_SORT_KEYS).decode()
-        self.duplicates.add(record.line, row_text, f"{prompt}\n{answer}")
+        self.duplicates.add(record.line, row_text, f"{prompt}\n{answer}", both)
         self._batch.append((record.line, prompt, answer))
         if len(self._batch) >= TOKEN_BATCH:
             self._flush_tokens()
 
-    def _leaks(self, prompt: str, answer: str) -> list[Finding]:
+    def _leaks(
+        self, prompt: str, answer: str, words: tuple[Hashes, Hashes], both: Hashes
+    ) -> list[Finding]:
         found: list[Finding] = []
-        share = answer_in_prompt(prompt, answer)
+        share = answer_in_prompt(prompt, answer, words)
         if share is not None:
             self.self_leaks += 1
             found.append(
                 ("answer_in_prompt", "warning", f"{share:.0%} of the answer is in the prompt")
             )
-        leak = self.held_out.leak(f"{prompt}\n{answer}") if self.held_out else None
+        leak = self.held_out.leak(f"{prompt}\n{answer}", both) if self.held_out else None
         if leak is not None:
             self.test_leaks += 1
             lines = ", ".join(map(str, leak.test_lines[:10]))
