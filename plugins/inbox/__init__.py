@@ -264,16 +264,14 @@ def _files_in(inbox: Path) -> list[tuple[Path, int, int]]:
 
 
 def _has_checkpoint_tokenizer(run_dir: Path) -> bool:
-    from tunewatch.daemon.sources.discovery import CHECKPOINT_DIR
+    # tokens.py imports no numpy or transformers at module level: safe in the daemon.
+    from tunewatch.plugins.validate.tokens import TokenizerNotFound, resolve_tokenizer
 
-    names = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
     try:
-        children = list(run_dir.iterdir())
-    except OSError:
+        resolve_tokenizer(run_dir)
+    except (TokenizerNotFound, OSError):
         return False
-    return any((run_dir / n).is_file() for n in names) or any(
-        CHECKPOINT_DIR.match(c.name) and any((c / n).is_file() for n in names) for c in children
-    )
+    return True
 
 
 __all__ = ["InboxConfig", "InboxPlugin", "sha256_of", "validate_in_child"]
