@@ -1,8 +1,10 @@
 """Catch-up throughput: a 1,000,000-line LLaMA-Factory log through parse, normalise, store, publish.
 
 The daemon's real pipeline runs in-process (RunWatcher.catch_up with a real SQLite store and a
-bus subscriber counting events), beside a bare `for line in f: json.loads(line)` loop over the
-same file in the same run. Run: .venv/bin/python bench/catchup_throughput.py [--lines N]
+bus subscriber counting points), beside a bare `for line in f: json.loads(line)` loop over the
+same file in the same run. A second pipeline figure has the subscriber take every point as its
+own `MetricsLogged`, as a per-point plugin does. Run: .venv/bin/python bench/catchup_throughput.py
+[--lines N]
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from simulate_run import write_bulk
 
 from tunewatch.daemon.bus import EventBus
 from tunewatch.daemon.config import DaemonSettings, Settings
-from tunewatch.daemon.events import MetricsLogged
+from tunewatch.daemon.events import MetricsBatch, MetricsEvent
 from tunewatch.daemon.service import tune_gc
 from tunewatch.daemon.store import AsyncStore
 from tunewatch.daemon.watcher import RunWatcher
@@ -37,17 +39,23 @@ def baseline_json_loads(path: Path) -> tuple[float, int]:
     return time.perf_counter() - start, n
 
 
-async def tunewatch_catch_up(run_dir: Path, state_dir: Path) -> tuple[float, int, int]:
+async def tunewatch_catch_up(
+    run_dir: Path, state_dir: Path, per_point: bool
+) -> tuple[float, int, int]:
     settings = Settings(daemon=DaemonSettings(state_dir=str(state_dir)))
     store = await AsyncStore.open(settings.state_db())
     bus = EventBus(default_maxsize=2_000_000)
     received = 0
 
-    def count(event: MetricsLogged) -> None:
+    def count(event: MetricsEvent) -> None:
         nonlocal received
-        received += 1
+        if per_point:
+            for _point in event.points():
+                received += 1
+        else:
+            received += len(event) if isinstance(event, MetricsBatch) else 1
 
-    bus.subscribe(MetricsLogged, count)
+    bus.subscribe(MetricsEvent, count)
     watcher = RunWatcher(settings, store, bus, [str(run_dir)])
     start = time.perf_counter()
     await watcher.catch_up()
@@ -71,19 +79,23 @@ def main() -> None:
         size_mb = log.stat().st_size / 1e6
         print(f"{args.lines:,} lines, {size_mb:.0f} MB: {log.read_text().splitlines()[0][:100]}...")
         base = min(baseline_json_loads(log)[0] for _ in range(args.repeat))
-        runs = []
         tune_gc()  # as `tunewatch run` does
-        for i in range(args.repeat):
-            runs.append(asyncio.run(tunewatch_catch_up(run_dir, Path(tmp) / f"state{i}")))
-        elapsed, received, stored = min(runs)
-        assert received == args.lines == stored, (received, stored)
-        ours = args.lines / elapsed
         theirs = args.lines / base
-        print(f"json.loads loop (parse only):          {theirs:>12,.0f} lines/s  ({base:.2f} s)")
         print(
-            f"tunewatch catch-up (parse+store+bus):  {ours:>12,.0f} lines/s  ({elapsed:.2f} s)"
-            f"  ratio {ours / theirs:.2f}x"
+            f"json.loads loop (parse only):              {theirs:>10,.0f} lines/s  ({base:.2f} s)"
         )
+        for per_point, label in ((False, "batches"), (True, "each point as MetricsLogged")):
+            runs = []
+            for i in range(args.repeat):
+                state = Path(tmp) / f"state-{label[:7]}-{i}"
+                runs.append(asyncio.run(tunewatch_catch_up(run_dir, state, per_point)))
+            elapsed, received, stored = min(runs)
+            assert received == args.lines == stored, (received, stored)
+            ours = args.lines / elapsed
+            print(
+                f"tunewatch catch-up, subscriber takes {label}: {ours:>10,.0f} lines/s"
+                f"  ({elapsed:.2f} s)  ratio {ours / theirs:.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Benchmark: time from a line appended to a trainer log to its `MetricsLogged` on the bus.
+"""Benchmark: time from a line appended to a trainer log to its point on the bus.
 
 Runs the real pipeline in-process (settings, store, bus, RunWatcher) for each `watch_step_ms`
 in a sweep, with GNU `tail -F` measured the same way in the same run as the floor, and measures
@@ -38,7 +38,7 @@ from simulate_run import log_line, loss_at, write_bulk
 
 from tunewatch.daemon.bus import EventBus
 from tunewatch.daemon.config import DaemonSettings, Settings
-from tunewatch.daemon.events import MetricsLogged
+from tunewatch.daemon.events import MetricsEvent
 from tunewatch.daemon.logs import configure_logging
 from tunewatch.daemon.service import tune_gc
 from tunewatch.daemon.sources.discovery import SourceKind
@@ -218,13 +218,15 @@ async def measure_tunewatch(
     arrivals: dict[int, int] = {}
     all_arrived = asyncio.Event()
 
-    def on_metrics(event: MetricsLogged) -> None:
-        arrivals.setdefault(event.step, monotonic_ns())
+    def on_metrics(event: MetricsEvent) -> None:
+        now = monotonic_ns()
+        for point in event.points():
+            arrivals.setdefault(point.step, now)
         if len(arrivals) >= lines:
             all_arrived.set()
 
     # Subscribed after the catch-up: only the appended lines are timed.
-    bus.subscribe(MetricsLogged, on_metrics, name="latency-probe")
+    bus.subscribe(MetricsEvent, on_metrics, name="latency-probe")
     wakeups: list[int] = []
     record_wakeups(watcher, wakeups)
     stop = asyncio.Event()

@@ -7,7 +7,8 @@ never on another plugin or on a source's internals.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from array import array
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,7 +25,20 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
-class MetricsLogged(Event):
+class MetricsEvent(Event):
+    """Logged metric points, one (`MetricsLogged`) or many (`MetricsBatch`).
+
+    A plugin that needs every point subscribes to this type and iterates `points()`: a long log
+    caught up at start arrives in batches, a line appended later as a single point.
+    """
+
+    def points(self) -> Iterator[MetricsLogged]:
+        """Each point, oldest first."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsLogged(MetricsEvent):
     """One logged point of a run: canonical metric names mapped to finite or non-finite floats.
 
     `seq` is the point's position in the store's durable log (0 before it is stored); plugins
@@ -37,6 +51,43 @@ class MetricsLogged(Event):
     source: str
     time: float = field(default_factory=_now)
     seq: int = 0
+
+    def points(self) -> Iterator[MetricsLogged]:
+        yield self
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsBatch(MetricsEvent):
+    """Consecutive points of one source that all carry the same metrics, held column by column.
+
+    Bulk input travels this way: catching up on a million-line log makes a few arrays per
+    thousand points instead of a dict and an event per point. Column `name` holds point i's
+    value at index i. The arrays belong to the event: nobody may change them.
+    """
+
+    run: str
+    source: str
+    steps: array[int]  # typecode "q"
+    times: array[float]  # typecode "d": unix seconds, one per point
+    columns: Mapping[str, array[float]]  # canonical name -> typecode "d", one value per point
+    seq: int = 0  # seq of the first point; point i has seq + i (0 before it is stored)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def points(self) -> Iterator[MetricsLogged]:
+        names = tuple(self.columns)
+        run, source, seq = self.run, self.source, self.seq
+        rows = zip(self.steps, self.times, *self.columns.values(), strict=True)
+        for i, (step, when, *values) in enumerate(rows):
+            yield MetricsLogged(
+                run,
+                step,
+                dict(zip(names, values, strict=True)),
+                source,
+                when,
+                seq + i if seq else 0,
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,4 +234,4 @@ class ReportWritten(Event):
 
 
 # Events that carry a run's progress; the ingest pipeline stores these before publishing them.
-RunEvent = MetricsLogged | StatusChanged | CheckpointSaved | SourceError
+RunEvent = MetricsLogged | MetricsBatch | StatusChanged | CheckpointSaved | SourceError

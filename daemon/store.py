@@ -10,7 +10,6 @@ Blocking calls never run on the event loop: `AsyncStore` runs them on one dedica
 from __future__ import annotations
 
 import asyncio
-import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,9 +21,18 @@ from typing import Any, ParamSpec, TypeVar
 import orjson
 
 from tunewatch.daemon import events as ev
+from tunewatch.daemon import metric_chunks
 from tunewatch.daemon.history import HistoryRow, is_recorded, to_row
+from tunewatch.daemon.metric_chunks import (
+    CHUNK_POINTS,
+    PackedChunk,
+    pack_batch,
+    pack_points,
+    unpack,
+)
+from tunewatch.daemon.store_migrations import migrate_chunks_from_v1
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -53,9 +61,9 @@ CREATE TABLE IF NOT EXISTS files (
     errors INTEGER NOT NULL DEFAULT 0,
     updated REAL NOT NULL
 );
--- Metric points are stored in chunks of consecutive points from one source, the way time-series
--- databases do: one row per point costs more than parsing the line did, and catch-up on a
--- million-line log must stay fast. `points` is a JSON array of [seq, step, time, {name: value}].
+-- Metric points are stored in chunks of consecutive points (by seq) from one source, column by
+-- column, the way time-series databases do: one row per point costs more than parsing the line
+-- did, and catch-up on a million-line log must stay fast. See daemon/metric_chunks.py.
 CREATE TABLE IF NOT EXISTS metric_chunks (
     id INTEGER PRIMARY KEY,
     run_id INTEGER NOT NULL REFERENCES runs(id),
@@ -65,7 +73,8 @@ CREATE TABLE IF NOT EXISTS metric_chunks (
     n INTEGER NOT NULL,
     max_step INTEGER NOT NULL,
     last_time REAL NOT NULL,
-    points TEXT NOT NULL
+    names TEXT NOT NULL,
+    data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_by_run ON metric_chunks(run_id, last_seq);
 CREATE TABLE IF NOT EXISTS events (
@@ -135,33 +144,6 @@ class MetricPoint:
     metrics: dict[str, float]
 
 
-CHUNK_POINTS = 1024
-
-_Point = tuple[int, int, float, Any]  # seq, step, time, metrics mapping
-
-
-def encode_points(points: Sequence[_Point]) -> str:
-    data = orjson.dumps(points)
-    # orjson writes NaN/Inf as null; a metric is never None, so "null" means a non-finite value
-    # that must survive the round trip (it is exactly what the anomaly detectors look for).
-    if b"null" in data:
-        data = orjson.dumps(
-            [
-                (seq, step, t, {k: v if math.isfinite(v) else repr(float(v)) for k, v in m.items()})
-                for seq, step, t, m in points
-            ]
-        )
-    # TEXT, not BLOB: SQLite's LIKE and json functions read text.
-    return data.decode()
-
-
-def decode_points(data: str) -> list[tuple[int, int, float, dict[str, float]]]:
-    return [
-        (seq, step, t, {k: v if not isinstance(v, str) else float(v) for k, v in m.items()})
-        for seq, step, t, m in orjson.loads(data)
-    ]
-
-
 def _stamp(event: ev.Event, seq: int) -> None:
     # Events are frozen for consumers; the store is the one place that assigns their position
     # in the durable log, after parsing and before anyone else can see the event.
@@ -202,6 +184,8 @@ class Store:
                 f"{self.path}: schema version {version} is newer than this tunewatch "
                 f"({SCHEMA_VERSION}); upgrade tunewatch"
             )
+        if version == 1:
+            migrate_chunks_from_v1(self.db, _SCHEMA)
         with self.db:
             self.db.executescript(_SCHEMA)
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -278,45 +262,36 @@ class Store:
     ) -> None:
         """Record `events` and the file position after them, atomically; stamps each event's seq."""
         now = time.time()
-        chunks: list[tuple[str, list[_Point]]] = []
-        points: list[_Point] = []
-        source = ""
+        chunks: list[PackedChunk] = []
+        pending: list[ev.MetricsLogged] = []  # single points waiting to fill a chunk
         history: list[ev.StatusChanged | ev.CheckpointSaved | ev.SourceError] = []
         seq = self._next_seq
         for event in events:
             _stamp(event, seq)
+            if isinstance(event, ev.MetricsBatch):
+                if pending:
+                    chunks.append(pack_points(pending))
+                    pending = []
+                chunks.extend(pack_batch(event))
+                seq += len(event)
+                continue
             if isinstance(event, ev.MetricsLogged):
-                if event.source != source or len(points) >= CHUNK_POINTS:
-                    if points:
-                        chunks.append((source, points))
-                    points = []
-                    source = event.source
-                points.append((seq, event.step, event.time, event.metrics))
+                if pending and (
+                    event.source != pending[0].source
+                    or pending[-1].seq != seq - 1
+                    or len(pending) >= CHUNK_POINTS
+                ):
+                    chunks.append(pack_points(pending))
+                    pending = []
+                pending.append(event)
             else:
                 history.append(event)
             seq += 1
-        if points:
-            chunks.append((source, points))
-        rows = [
-            (
-                run_id,
-                src,
-                pts[0][0],
-                pts[-1][0],
-                len(pts),
-                max(p[1] for p in pts),
-                pts[-1][2],
-                encode_points(pts),
-            )
-            for src, pts in chunks
-        ]
+        if pending:
+            chunks.append(pack_points(pending))
         with self.db:
-            if rows:
-                self.db.executemany(
-                    "INSERT INTO metric_chunks (run_id, source, first_seq, last_seq, n, max_step,"
-                    " last_time, points) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+            if chunks:
+                self.db.executemany(metric_chunks.INSERT_SQL, metric_chunks.rows(run_id, chunks))
             for other in history:
                 self._insert_history(other, run_id, other.seq)
                 self._apply_status(other, run_id, now)
@@ -415,7 +390,7 @@ class Store:
         """The recorded points after `after_seq`, oldest first (about `limit` of them, whole
         chunks, when a limit is given)."""
         names = self.run_names()
-        sql = "SELECT run_id, source, points FROM metric_chunks WHERE last_seq > ?"
+        sql = "SELECT run_id, source, first_seq, names, data FROM metric_chunks WHERE last_seq > ?"
         args: list[Any] = [after_seq]
         if run_id is not None:
             sql += " AND run_id = ?"
@@ -424,11 +399,11 @@ class Store:
             sql += " AND source = ?"
             args.append(source)
         result: list[MetricPoint] = []
-        for rid, src, data in self.db.execute(sql + " ORDER BY first_seq", args):
+        for rid, src, first_seq, layout, data in self.db.execute(sql + " ORDER BY first_seq", args):
             run = names.get(rid, "?")
             result.extend(
                 MetricPoint(seq, run, step, t, src, values)
-                for seq, step, t, values in decode_points(data)
+                for seq, step, t, values in unpack(src, first_seq, layout, data).points()
                 if seq > after_seq
             )
             if limit is not None and len(result) >= limit:
@@ -439,25 +414,27 @@ class Store:
         """The newest point of `run_id` that has metric `name`."""
         # Walks chunks backwards; the wanted metric is almost always in the newest ones.
         cur = self.db.execute(
-            "SELECT source, points FROM metric_chunks WHERE run_id = ? AND points LIKE ?"
-            " ORDER BY last_seq DESC",
+            "SELECT source, first_seq, names, data FROM metric_chunks"
+            " WHERE run_id = ? AND names LIKE ? ORDER BY last_seq DESC",
             (run_id, f'%"{name}":%'),
         )
-        for src, data in cur:
-            for seq, step, t, values in reversed(decode_points(data)):
+        for src, first_seq, layout, data in cur:
+            for seq, step, t, values in reversed(
+                list(unpack(src, first_seq, layout, data).points())
+            ):
                 if name in values:
                     return MetricPoint(seq, self.run_names().get(run_id, "?"), step, t, src, values)
         return None
 
     def last_point(self, run_id: int) -> MetricPoint | None:
         row = self.db.execute(
-            "SELECT source, points FROM metric_chunks WHERE run_id = ?"
+            "SELECT source, first_seq, names, data FROM metric_chunks WHERE run_id = ?"
             " ORDER BY last_seq DESC LIMIT 1",
             (run_id,),
         ).fetchone()
         if row is None:
             return None
-        seq, step, t, values = decode_points(row[1])[-1]
+        *_, (seq, step, t, values) = unpack(*row).points()
         return MetricPoint(seq, self.run_names().get(run_id, "?"), step, t, row[0], values)
 
     def max_step(self, run_id: int) -> int | None:

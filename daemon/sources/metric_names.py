@@ -82,7 +82,7 @@ _NON_FINITE_TEXT: dict[str, float] = {
     "-infinity": -math.inf,
 }
 
-_MAX_STEP = 2**63 - 1  # the store keeps steps in 64-bit integers
+MAX_STEP = 2**63 - 1  # the store keeps steps in 64-bit integers
 _MAX_EXACT_INT = 2**53  # integers up to here convert to float exactly and without overflow
 
 
@@ -94,7 +94,7 @@ def as_step(value: object) -> int | None:
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
         return None
-    return value if 0 <= value <= _MAX_STEP else None
+    return value if 0 <= value <= MAX_STEP else None
 
 
 def as_metric(value: object) -> float | None:
@@ -124,12 +124,23 @@ def number_from_text(text: str) -> float | None:
 # What a key layout means: the keys that may hold the step, and (raw key, canonical name) of
 # the others that may hold metrics. Records of one log share a layout, so names are resolved
 # once per layout instead of once per key per line.
-_Layout = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]
-_LAYOUTS: dict[tuple[str, ...], _Layout] = {}
+Layout = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]
+_LAYOUTS: dict[tuple[str, ...], Layout] = {}
 _LAYOUT_LIMIT = 1024
 
 
-def _layout(keys: tuple[str, ...]) -> _Layout:
+def key_layout(keys: tuple[str, ...]) -> Layout:
+    """The step keys and (raw key, canonical name) metric keys of records with these keys."""
+    layout = _LAYOUTS.get(keys)
+    return _layout(keys) if layout is None else layout
+
+
+def is_non_finite_text(value: str) -> bool:
+    """True for the strings ("nan", "-Infinity"...) that `as_metric` reads as non-finite floats."""
+    return value.lower() in _NON_FINITE_TEXT
+
+
+def _layout(keys: tuple[str, ...]) -> Layout:
     names = [(key, _resolve(key)) for key in keys]
     layout = (
         tuple(key for key, name in names if name == STEP),
@@ -156,7 +167,7 @@ def split_step(raw: Mapping[str, object]) -> tuple[int | None, dict[str, float]]
     step: int | None = None
     for key in step_keys:
         value = raw[key]
-        step = value if type(value) is int and 0 <= value <= _MAX_STEP else as_step(value)
+        step = value if type(value) is int and 0 <= value <= MAX_STEP else as_step(value)
         if step is not None:
             break
     metrics: dict[str, float] = {}

@@ -21,7 +21,7 @@ from tunewatch.daemon.events import (
     AnomalyResolved,
     BestModelFound,
     Event,
-    MetricsLogged,
+    MetricsEvent,
 )
 from tunewatch.daemon.plugin import PluginContext
 from tunewatch.daemon.store import MetricPoint
@@ -48,7 +48,7 @@ class _RunTracking:
 
 
 class AnomalyPlugin:
-    """Feeds `MetricsLogged` to per-run detectors; publishes anomalies, recoveries, best models."""
+    """Feeds every logged point to the run's detectors; publishes anomalies, recoveries, bests."""
 
     name: ClassVar[str] = "anomaly"
     Config: ClassVar[type[AnomalyConfig]] = AnomalyConfig
@@ -68,7 +68,7 @@ class AnomalyPlugin:
         # Subscribe first so nothing published during the replay is missed; points the replay
         # already covered are recognised by their seq and skipped.
         self._unsubscribe.append(
-            self.ctx.bus.subscribe(MetricsLogged, self.on_metrics, name="anomaly")
+            self.ctx.bus.subscribe(MetricsEvent, self.on_metrics, name="anomaly")
         )
         await self.replay()
         self._tasks.append(asyncio.create_task(self._stall_loop(), name="anomaly-stall"))
@@ -151,11 +151,10 @@ class AnomalyPlugin:
                     break
         await self.save_all()
 
-    async def on_metrics(self, event: MetricsLogged) -> None:
-        tracking = await self._tracking(event.run)
-        await self._feed(
-            event.run, tracking, event.seq, Point(event.step, event.metrics, event.time)
-        )
+    async def on_metrics(self, event: MetricsEvent) -> None:
+        for p in event.points():
+            tracking = await self._tracking(p.run)
+            await self._feed(p.run, tracking, p.seq, Point(p.step, p.metrics, p.time))
 
     async def _feed(self, run: str, tracking: _RunTracking, seq: int, point: Point) -> None:
         if seq and seq <= tracking.cursor:

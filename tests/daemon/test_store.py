@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from array import array
 from pathlib import Path
 
 import pytest
@@ -11,13 +12,14 @@ import pytest
 from tunewatch.daemon.events import (
     AnomalyDetected,
     CheckpointSaved,
+    MetricsBatch,
     MetricsLogged,
     ResourceSample,
     RunEvent,
     SourceError,
     StatusChanged,
 )
-from tunewatch.daemon.store import AsyncStore, FileState, Store, StoreError
+from tunewatch.daemon.store import SCHEMA_VERSION, AsyncStore, FileState, Store, StoreError
 
 
 def metric(step: int, **values: float) -> MetricsLogged:
@@ -29,7 +31,7 @@ def metric(step: int, **values: float) -> MetricsLogged:
 def test_the_database_is_in_wal_mode_with_a_schema_version(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     store.close()
 
 
@@ -190,3 +192,121 @@ async def test_async_store_runs_calls_off_the_loop(tmp_path: Path) -> None:
     assert thread.startswith("tunewatch-store")
     assert thread != threading.current_thread().name
     await store.close()
+
+
+def batch(first_step: int, n: int, **columns: list[float]) -> MetricsBatch:
+    return MetricsBatch(
+        run="run-a",
+        source="log.jsonl",
+        steps=array("q", range(first_step, first_step + n)),
+        times=array("d", [1.7e9 + i for i in range(n)]),
+        columns={name: array("d", values) for name, values in columns.items()},
+    )
+
+
+def test_a_batch_is_stored_point_by_point_with_consecutive_seqs(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    run_id = store.ensure_run("/r", "run-a")
+    losses = [1.0 / (i + 1) for i in range(3000)]
+    losses[1500] = math.nan
+    losses[2999] = -math.inf
+    big = batch(10, 3000, loss=losses, learning_rate=[1e-4] * 3000)
+    after = metric(5000, loss=0.5)
+    store.commit_batch(run_id, [metric(1), big, after], None)
+    assert (big.seq, after.seq) == (2, 3002)
+    points = store.metrics()
+    assert [p.seq for p in points] == list(range(1, 3003))
+    assert [p.step for p in points[1:3001]] == list(range(10, 3010))
+    assert points[1].time == 1.7e9
+    assert points[1].metrics == {"loss": 1.0, "learning_rate": 1e-4}
+    assert math.isnan(points[1501].metrics["loss"])
+    assert points[3000].metrics["loss"] == -math.inf
+    assert store.count_points(run_id) == 3002
+    assert store.max_step(run_id) == 5000
+    assert store.latest_metric(run_id, "learning_rate").step == 3009  # type: ignore[union-attr]
+    assert store.last_point(run_id).seq == 3002  # type: ignore[union-attr]
+    assert [p.seq for p in store.metrics(after_seq=3000)] == [3001, 3002]
+    store.close()
+
+
+def test_a_batch_yields_the_points_it_holds(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    run_id = store.ensure_run("/r", "run-a")
+    held = batch(100, 3, loss=[3.0, 2.0, 1.0])
+    store.commit_batch(run_id, [held], None)
+    assert [(p.step, dict(p.metrics), p.seq) for p in held.points()] == [
+        (100, {"loss": 3.0}, 1),
+        (101, {"loss": 2.0}, 2),
+        (102, {"loss": 1.0}, 3),
+    ]
+    store.close()
+
+
+def test_points_with_different_metrics_keep_exactly_their_own(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    run_id = store.ensure_run("/r", "run-a")
+    events: list[RunEvent] = [
+        metric(1, loss=2.0),
+        metric(2, loss=1.9, eval_loss=2.2),
+        metric(3, grad_norm=math.nan),
+        SourceError(run="run-a", source="log.jsonl", kind="k", message="m", location="l"),
+        metric(4, loss=1.8),
+    ]
+    store.commit_batch(run_id, events, None)
+    got = [(p.seq, p.step, repr(sorted(p.metrics.items()))) for p in store.metrics()]
+    assert got == [
+        (1, 1, "[('loss', 2.0)]"),
+        (2, 2, "[('eval_loss', 2.2), ('loss', 1.9)]"),
+        (3, 3, "[('grad_norm', nan)]"),
+        (5, 4, "[('loss', 1.8)]"),
+    ]
+    assert store.latest_metric(run_id, "eval_loss").step == 2  # type: ignore[union-attr]
+    assert store.latest_metric(run_id, "accuracy") is None
+    store.close()
+
+
+# What version 1 of the store created (tunewatch before packed columns), verbatim.
+_V1_CHUNKS = """
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, name TEXT NOT NULL UNIQUE, status TEXT,
+    total_steps INTEGER, pid INTEGER, first_seen REAL NOT NULL, updated REAL NOT NULL
+);
+CREATE TABLE metric_chunks (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    source TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    max_step INTEGER NOT NULL,
+    last_time REAL NOT NULL,
+    points TEXT NOT NULL
+);
+CREATE INDEX chunks_by_run ON metric_chunks(run_id, last_seq);
+INSERT INTO runs VALUES (1, '/r', 'run-a', NULL, NULL, NULL, 1.0, 1.0);
+INSERT INTO metric_chunks VALUES (1, 1, 'log.jsonl', 1, 4, 3, 30, 3.0,
+  '[[1,10,1.0,{"loss":2.5}],[2,20,2.0,{"loss":"nan","lr":0.1}],[4,30,3.0,{"loss":"-inf"}]]');
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_version_1_database_is_upgraded_without_losing_a_point(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    old.executescript(_V1_CHUNKS)
+    old.close()
+    store = Store(path)
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == 2
+    got = [(p.seq, p.step, p.time, repr(sorted(p.metrics.items()))) for p in store.metrics()]
+    assert got == [
+        (1, 10, 1.0, "[('loss', 2.5)]"),
+        (2, 20, 2.0, "[('loss', nan), ('lr', 0.1)]"),
+        (4, 30, 3.0, "[('loss', -inf)]"),
+    ]
+    tables = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master")}
+    assert "metric_chunks_v1" not in tables and "chunks_by_run" in tables
+    run_id = store.ensure_run("/r", "run-a")
+    new = [metric(40)]
+    store.commit_batch(run_id, new, None)
+    assert new[0].seq == 5
+    store.close()

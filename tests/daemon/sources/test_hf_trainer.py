@@ -89,6 +89,7 @@ def metrics_events(events: list[RunEvent]) -> list[MetricsLogged]:
 def test_the_first_checkpoint_emits_progress_every_entry_and_the_checkpoint() -> None:
     events, _ = parser_for("checkpoint-10/trainer_state.json").parse(CHECKPOINT_10, None)
     status, *logged, checkpoint = events
+    assert isinstance(status, StatusChanged)
     assert status == StatusChanged(
         "qwen-lora", "training", "trainer_state.json", step=10, total_steps=30, time=status.time
     )

@@ -36,6 +36,7 @@ def parse(data: bytes, cursor: str | None = None) -> tuple[list[RunEvent], str |
 
 def test_the_first_read_reports_status_and_the_current_metrics() -> None:
     (status, logged), _ = parse(status_document())
+    assert isinstance(status, StatusChanged)
     assert status == StatusChanged(
         "sft",
         "training",

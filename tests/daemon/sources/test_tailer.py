@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tunewatch.daemon.events import MetricsLogged, RunEvent, SourceError
+from tunewatch.daemon.events import MetricsEvent, RunEvent, SourceError
 from tunewatch.daemon.sources.base import FileOrigin
 from tunewatch.daemon.sources.jsonl import JsonlParser
 from tunewatch.daemon.sources.tailer import LogTailer
@@ -28,7 +28,7 @@ async def read_all(tailer: LogTailer) -> list[RunEvent]:
 
 
 def steps(events: list[RunEvent]) -> list[int]:
-    return [e.step for e in events if isinstance(e, MetricsLogged)]
+    return [p.step for e in events if isinstance(e, MetricsEvent) for p in e.points()]
 
 
 def line(step: int) -> str:

@@ -1,0 +1,62 @@
+"""Upgrades of the state database from older tunewatch versions, each in one transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import orjson
+
+from tunewatch.daemon.events import MetricsLogged
+from tunewatch.daemon.metric_chunks import INSERT_SQL, pack_points, rows
+
+
+def migrate_chunks_from_v1(db: sqlite3.Connection, schema: str) -> None:
+    """Version 1 kept each chunk as a JSON array of points; repack them as columns (version 2).
+
+    `schema` is the current schema script; it creates the new table. Either the whole upgrade
+    commits or nothing changes, so a crash half-way leaves a version 1 database to retry.
+    """
+    db.executescript(
+        "BEGIN IMMEDIATE;"
+        " DROP INDEX IF EXISTS chunks_by_run;"
+        " ALTER TABLE metric_chunks RENAME TO metric_chunks_v1;" + schema
+    )
+    try:
+        old = db.execute(
+            "SELECT run_id, source, points FROM metric_chunks_v1 ORDER BY first_seq"
+        ).fetchall()
+        for run_id, source, text in old:
+            chunks = [pack_points(points) for points in _consecutive(_v1_points(source, text))]
+            db.executemany(INSERT_SQL, rows(run_id, chunks))
+        db.execute("DROP TABLE metric_chunks_v1")
+        db.execute("PRAGMA user_version = 2")
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+
+
+def _v1_points(source: str, text: str) -> list[MetricsLogged]:
+    # Version 1 wrote a non-finite value as its repr ("nan", "inf") since JSON has no NaN.
+    return [
+        MetricsLogged(
+            "",
+            step,
+            {k: float(v) if isinstance(v, str) else v for k, v in m.items()},
+            source,
+            t,
+            seq,
+        )
+        for seq, step, t, m in orjson.loads(text)
+    ]
+
+
+def _consecutive(points: list[MetricsLogged]) -> list[list[MetricsLogged]]:
+    """Split where seqs jump: a version 2 chunk holds consecutive seqs only."""
+    runs: list[list[MetricsLogged]] = []
+    for point in points:
+        if runs and runs[-1][-1].seq == point.seq - 1:
+            runs[-1].append(point)
+        else:
+            runs.append([point])
+    return runs
