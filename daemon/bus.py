@@ -46,12 +46,14 @@ class _Subscription:
         handler: Handler[Event],
         maxsize: int,
         overflow: OverflowPolicy,
+        on_drop: Callable[[], None] | None,
     ) -> None:
         self.name = name
         self.event_type = event_type
         self.handler = handler
         self.maxsize = maxsize
         self.overflow = overflow
+        self.on_drop = on_drop
         self.queue: deque[Event] = deque()
         self.wakeup = asyncio.Event()
         self.delivered = 0
@@ -63,6 +65,8 @@ class _Subscription:
     def offer(self, event: Event) -> None:
         if len(self.queue) >= self.maxsize:
             self.dropped += 1
+            if self.on_drop is not None:
+                self.on_drop()
             if self.overflow == "drop_newest":
                 return
             self.queue.popleft()
@@ -124,9 +128,12 @@ class EventBus:
         name: str | None = None,
         maxsize: int | None = None,
         overflow: OverflowPolicy = "drop_oldest",
+        on_drop: Callable[[], None] | None = None,
     ) -> Callable[[], None]:
         """Call `handler` for every published `event_type`; returns a function that unsubscribes.
 
+        `on_drop` is called (in the publisher's turn, so it must be quick) each time the full
+        queue loses an event: a subscriber that must see everything re-reads the store then.
         Must be called from inside the running event loop.
         """
         if self._closed:
@@ -137,6 +144,7 @@ class EventBus:
             handler,  # type: ignore[arg-type]
             maxsize or self._default_maxsize,
             overflow,
+            on_drop,
         )
         sub.task = asyncio.get_running_loop().create_task(sub.run(), name=f"bus:{sub.name}")
         self._subscriptions.append(sub)

@@ -32,7 +32,11 @@ from tunewatch.plugins.anomaly.stall import StallCheck
 
 # Without an alert, state is saved at most this often; an alert always saves first.
 SAVE_INTERVAL_S = 5.0
-REPLAY_PAGE = 50_000
+REPLAY_PAGE = 10_000
+# Events queued for the detectors. A catch-up publishes faster than the detectors run; past
+# this the bus drops events and the plugin reads the points from the store instead, so memory
+# stays bounded (a batch holds up to ~5,000 points) and no point is skipped.
+QUEUE_EVENTS = 32
 
 
 @dataclass
@@ -61,6 +65,10 @@ class AnomalyPlugin:
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe: list[Any] = []
         self._last_save = 0.0
+        # Points reach the detectors one at a time, in seq order, from the bus or the store.
+        self._feeding = asyncio.Lock()
+        self._replay_wanted = False
+        self._replay_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -68,7 +76,14 @@ class AnomalyPlugin:
         # Subscribe first so nothing published during the replay is missed; points the replay
         # already covered are recognised by their seq and skipped.
         self._unsubscribe.append(
-            self.ctx.bus.subscribe(MetricsEvent, self.on_metrics, name="anomaly")
+            self.ctx.bus.subscribe(
+                MetricsEvent,
+                self.on_metrics,
+                name="anomaly",
+                maxsize=QUEUE_EVENTS,
+                overflow="drop_newest",
+                on_drop=self._on_dropped,
+            )
         )
         await self.replay()
         self._tasks.append(asyncio.create_task(self._stall_loop(), name="anomaly-stall"))
@@ -77,7 +92,9 @@ class AnomalyPlugin:
     async def stop(self) -> None:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
-        for task in self._tasks:
+        for task in [*self._tasks, self._replay_task]:
+            if task is None:
+                continue
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -138,23 +155,39 @@ class AnomalyPlugin:
 
     async def replay(self) -> None:
         """Feed the points recorded after each run's saved cursor (e.g. while tunewatch was off)."""
-        runs = await self.ctx.store.call(self.ctx.store.store.runs)
-        for run in runs:
-            tracking = await self._tracking(run.name)
-            while True:
-                points: list[MetricPoint] = await self.ctx.store.call(
-                    self.ctx.store.store.metrics, run.id, tracking.cursor, None, REPLAY_PAGE
-                )
-                for p in points:
-                    await self._feed(run.name, tracking, p.seq, Point(p.step, p.metrics, p.time))
-                if len(points) < REPLAY_PAGE:
-                    break
-        await self.save_all()
+        async with self._feeding:
+            runs = await self.ctx.store.call(self.ctx.store.store.runs)
+            for run in runs:
+                tracking = await self._tracking(run.name)
+                while True:
+                    points: list[MetricPoint] = await self.ctx.store.call(
+                        self.ctx.store.store.metrics, run.id, tracking.cursor, None, REPLAY_PAGE
+                    )
+                    for p in points:
+                        point = Point(p.step, p.metrics, p.time)
+                        await self._feed(run.name, tracking, p.seq, point)
+                    if len(points) < REPLAY_PAGE:
+                        break
+            await self.save_all()
+
+    def _on_dropped(self) -> None:
+        # Events are published after their commit, so every dropped point is in the store. The
+        # replay waits for the point being fed, then runs before any queued event (the lock is
+        # fair), and moves the cursor past everything queued, which is then skipped by seq.
+        self._replay_wanted = True
+        if self._replay_task is None or self._replay_task.done():
+            self._replay_task = asyncio.create_task(self._replay_dropped(), name="anomaly-replay")
+
+    async def _replay_dropped(self) -> None:
+        while self._replay_wanted:
+            self._replay_wanted = False
+            await self.replay()
 
     async def on_metrics(self, event: MetricsEvent) -> None:
-        for p in event.points():
-            tracking = await self._tracking(p.run)
-            await self._feed(p.run, tracking, p.seq, Point(p.step, p.metrics, p.time))
+        async with self._feeding:
+            for p in event.points():
+                tracking = await self._tracking(p.run)
+                await self._feed(p.run, tracking, p.seq, Point(p.step, p.metrics, p.time))
 
     async def _feed(self, run: str, tracking: _RunTracking, seq: int, point: Point) -> None:
         if seq and seq <= tracking.cursor:

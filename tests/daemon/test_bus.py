@@ -104,6 +104,25 @@ async def test_overflow_drop_newest_keeps_the_first_events() -> None:
     assert bus.stats()[0].dropped == 7
 
 
+async def test_each_drop_is_reported_to_the_subscriber_that_lost_it() -> None:
+    bus = EventBus()
+    drops: list[str] = []
+    bus.subscribe(
+        MetricsLogged,
+        lambda e: None,
+        name="small",
+        maxsize=3,
+        overflow="drop_newest",
+        on_drop=lambda: drops.append("small"),
+    )
+    bus.subscribe(
+        MetricsLogged, lambda e: None, name="large", on_drop=lambda: drops.append("large")
+    )
+    bus.publish_many(metric(i) for i in range(10))
+    await bus.close()
+    assert drops == ["small"] * 7
+
+
 async def test_unsubscribe_stops_delivery() -> None:
     bus = EventBus()
     seen: list[int] = []

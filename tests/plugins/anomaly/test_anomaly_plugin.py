@@ -6,6 +6,7 @@ import asyncio
 import math
 import subprocess
 import sys
+from array import array
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tunewatch.daemon.events import (
     AnomalyResolved,
     BestModelFound,
     Event,
+    MetricsBatch,
     MetricsLogged,
     StatusChanged,
 )
@@ -184,3 +186,42 @@ async def test_the_same_step_from_two_sources_is_judged_once(store: AsyncStore) 
     assert h.kinds() == ["non_finite"]
     counts = h.plugin.runs["run-a"].detectors.gate.counts()
     assert sum(c.repeats for c in counts.values()) == 0
+
+
+async def test_points_the_bus_drops_in_a_burst_are_read_from_the_store(
+    store: AsyncStore,
+) -> None:
+    """A catch-up publishes far faster than detectors run: nothing may be skipped for that."""
+    run_id = await store.call(store.store.ensure_run, "/runs/a", "run-a")
+    h = Harness(store, run_id)
+    await h.plugin.start()
+    await h.log_points([*clean(1, 300), (301, math.nan)])  # 301 events at once
+    await h.settle()
+    [anomaly_stats] = [s for s in h.bus.stats() if s.name == "anomaly"]
+    await h.plugin.stop()
+    assert anomaly_stats.dropped > 0
+    assert h.kinds() == ["non_finite"]
+    assert h.plugin.runs["run-a"].cursor == 301
+    assert h.plugin.runs["run-a"].last_steps["loss"] == 301
+
+
+async def test_a_batch_is_judged_point_by_point(store: AsyncStore) -> None:
+    run_id = await store.call(store.store.ensure_run, "/runs/a", "run-a")
+    h = Harness(store, run_id)
+    await h.plugin.start()
+    losses = [v for _, v in clean(1, 100)]
+    losses[60] = math.inf
+    batch = MetricsBatch(
+        run="run-a",
+        source="trainer_log.jsonl",
+        steps=array("q", range(1, 101)),
+        times=array("d", [1e9 + s for s in range(1, 101)]),
+        columns={"loss": array("d", losses)},
+    )
+    await store.call(store.store.commit_batch, run_id, [batch], None)
+    h.bus.publish(batch)
+    await h.settle()
+    await h.plugin.stop()
+    assert h.kinds() == ["non_finite", "resolved:non_finite"]
+    [alert] = [e for e in h.published if isinstance(e, AnomalyDetected)]
+    assert alert.step == 61
