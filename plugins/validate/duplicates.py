@@ -7,20 +7,19 @@ in numpy arrays; candidate pairs are found at the end by sorting each band, not 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from tunewatch.plugins.validate.ngrams import Hashes, ngram_hashes, word_hashes
+from tunewatch.plugins.validate.ngrams import Indices, WordBatch, batch_ngram_hashes
 
 NUM_PERM = 64
 BANDS = 16  # 16 bands of 4 rows: candidates from Jaccard ~0.5, then verified on the signature
 ROWS_PER_BAND = NUM_PERM // BANDS
 SHINGLE_WORDS = 5
-_WORD = re.compile(r"\w+")
+SIGNATURE_BLOCK = 8192  # shingles hashed at once: a 4 MiB temporary
 _MASK32 = np.uint64(0xFFFFFFFF)
 
 
@@ -34,24 +33,24 @@ def digest(text: str) -> bytes:
 
 
 class _Growing:
-    """A 2-D numpy array that grows by doubling, so appends stay amortised O(1)."""
+    """A 2-D numpy array that grows by doubling, so appends stay amortised O(1) per row."""
 
     def __init__(self, width: int, dtype: type[np.generic]) -> None:
         self.data: npt.NDArray[np.generic] = np.zeros((1024, width), dtype=dtype)
         self.size = 0
 
-    def append(self, row: npt.NDArray[np.generic]) -> None:
-        if self.size == len(self.data):
+    def extend(self, rows: npt.NDArray[np.generic]) -> None:
+        while self.size + len(rows) > len(self.data):
             self.data = np.concatenate([self.data, np.zeros_like(self.data)])
-        self.data[self.size] = row
-        self.size += 1
+        self.data[self.size : self.size + len(rows)] = rows
+        self.size += len(rows)
 
     def view(self) -> npt.NDArray[np.generic]:
         return self.data[: self.size]
 
 
 class DuplicateFinder:
-    """Feed (line, text) pairs; `exact_groups` and `near_groups` give the line numbers."""
+    """Feed chunks of rows; `exact_groups` and `near_groups` give the line numbers."""
 
     def __init__(self, *, threshold: float = 0.8, near: bool = True, seed: int = 1) -> None:
         self.threshold = threshold
@@ -64,31 +63,57 @@ class DuplicateFinder:
         self._lines: list[int] = []  # line of each MinHash row
         self._signatures = _Growing(NUM_PERM, np.uint32)
 
-    def add(self, line: int, row_text: str, text: str, words: Hashes | None = None) -> None:
-        """`row_text` (the whole row) decides exact copies; `text` (its prose) near ones."""
+    def add_batch(self, lines: Sequence[int], row_texts: Sequence[str], words: WordBatch) -> None:
+        """Rows in order: `row_texts` (whole rows) decide exact copies; `words` (one text per
+        row, its prose) near ones."""
+        pairs = zip(lines, row_texts, strict=True)
+        first = [index for index, pair in enumerate(pairs) if self._first(*pair)]
+        if not self.near or not first:
+            return
+        # An exact copy is reported as such, not again as a near-duplicate.
+        only = np.zeros(len(lines), dtype=bool)
+        only[first] = True
+        rows, signatures = self.signatures(words, only)
+        self._lines.extend(lines[row] for row in rows.tolist())
+        self._signatures.extend(signatures)
+
+    def _first(self, line: int, row_text: str) -> bool:
         key = digest(row_text)
         seen = self._exact.get(key)
         if seen is not None:
             seen.append(line)
-            return  # an exact copy is reported as such, not again as a near-duplicate
+            return False
         self._exact[key] = [line]
-        if self.near:
-            signature = self.signature(text, words)
-            if signature is not None:
-                self._lines.append(line)
-                self._signatures.append(signature)
+        return True
 
-    def signature(self, text: str, words: Hashes | None = None) -> npt.NDArray[np.uint32] | None:
-        """MinHash of the word 5-gram shingles; None for texts too short to shingle."""
-        if words is None:
-            words = word_hashes(text)
-        if len(words) < SHINGLE_WORDS:
-            return None
-        x = ngram_hashes(words, SHINGLE_WORDS) & _MASK32
-        with np.errstate(over="ignore"):
-            hashed = (x[:, None] * self._a[None, :] + self._b[None, :]) >> np.uint64(32)
-        signature: npt.NDArray[np.uint32] = hashed.min(axis=0).astype(np.uint32)
-        return signature
+    def signatures(
+        self, words: WordBatch, only: npt.NDArray[np.bool_] | None = None
+    ) -> tuple[Indices, npt.NDArray[np.uint32]]:
+        """MinHash of the word 5-gram shingles of each text of `words` long enough to have one
+        (and in `only`, if given): those texts' indices, and a signature row for each."""
+        grams, owner = batch_ngram_hashes(words, SHINGLE_WORDS)
+        if only is not None:
+            grams, owner = grams[only[owner]], owner[only[owner]]
+        if len(grams) == 0:
+            return owner, np.empty((0, NUM_PERM), dtype=np.uint32)
+        group = np.concatenate([[0], np.cumsum(owner[1:] != owner[:-1])])
+        minimum = np.full((NUM_PERM, int(group[-1]) + 1), np.iinfo(np.uint64).max, np.uint64)
+        x = grams & _MASK32
+        # Permutations by shingles, so each row's minimum is a reduction over contiguous memory;
+        # blocks of shingles bound the temporary, even for huge rows.
+        hashed = np.empty((NUM_PERM, min(len(x), SIGNATURE_BLOCK)), dtype=np.uint64)
+        for low in range(0, len(x), SIGNATURE_BLOCK):
+            block = x[low : low + SIGNATURE_BLOCK]
+            part = hashed[:, : len(block)]
+            np.multiply(self._a[:, None], block[None, :], out=part)
+            part += self._b[:, None]  # the >> 32 comes after the minimum: shifting keeps order
+            groups = group[low : low + SIGNATURE_BLOCK]
+            cuts = np.flatnonzero(np.concatenate([[True], groups[1:] != groups[:-1]]))
+            targets = groups[cuts]
+            reduced = np.minimum.reduceat(part, cuts, axis=1)
+            minimum[:, targets] = np.minimum(minimum[:, targets], reduced)
+        minimum >>= np.uint64(32)
+        return np.unique(owner), minimum.T.astype(np.uint32)
 
     def exact_groups(self) -> list[tuple[int, ...]]:
         return sorted(tuple(lines) for lines in self._exact.values() if len(lines) > 1)

@@ -47,17 +47,22 @@ class HFCounter:
         self.name = str(directory)
         # trust_remote_code stays at its default (False): data files must not run code.
         self._tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        self._backend = getattr(self._tokenizer, "backend_tokenizer", None)
+        if self._backend is not None:
+            # Counting must not pad or truncate, whatever the saved tokenizer says.
+            self._backend.no_truncation()
+            self._backend.no_padding()
 
     def count(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        backend = getattr(self._tokenizer, "backend_tokenizer", None)
+        backend = self._backend
         if backend is not None:
-            # A fast tokenizer: encode the batch in Rust (on all cores) and read only the
-            # lengths, instead of building Python lists of ids for every text.
-            backend.no_truncation()
-            backend.no_padding()
-            return [len(e) for e in backend.encode_batch(list(texts), add_special_tokens=False)]
+            # A fast tokenizer: encode the batch in Rust (on all cores, without holding the
+            # GIL) and read only the lengths; encode_batch_fast (tokenizers >= 0.21) also
+            # skips the offsets, which counting does not need.
+            encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+            return [len(e) for e in encode(list(texts), add_special_tokens=False)]
         encoded = self._tokenizer(
             list(texts), add_special_tokens=False, padding=False, truncation=False
         )

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
 import orjson
 
 from tunewatch.plugins.validate import formats
 from tunewatch.plugins.validate.checks import FieldTypes, Finding, check_row
 from tunewatch.plugins.validate.duplicates import DuplicateFinder
-from tunewatch.plugins.validate.leakage import HeldOutIndex, answer_in_prompt
-from tunewatch.plugins.validate.ngrams import Hashes, word_hashes
+from tunewatch.plugins.validate.leakage import HeldOutIndex, HeldOutLeak, answers_in_prompts
+from tunewatch.plugins.validate.ngrams import word_batch
 from tunewatch.plugins.validate.reader import (
     Record,
     UnreadableInput,
@@ -30,7 +32,9 @@ __all__ = ["UnreadableInput", "validate_file"]
 
 DETECT_ROWS = 50
 KEEP_PER_CATEGORY = 100  # problems kept per category; the counts cover all of them
-TOKEN_BATCH = 512
+CHUNK_ROWS = 512  # rows checked together: one numpy pass and one tokenizer call per check
+CHUNK_CHARS = 1 << 22  # ... or fewer rows when they are long, so memory stays bounded
+TOKEN_CHUNKS_IN_FLIGHT = 2  # chunks the tokenizer may be behind the checks
 
 
 class _HashingReader:
@@ -66,8 +70,9 @@ def validate_file(
     held_out = _index_test_file(test_file) if test_file is not None else None
     with open_checked(path) as raw:
         hashing = _HashingReader(raw)
-        run = _Run(counter, held_out, max_seq_len)
-        run.consume(read_records(hashing, on_bytes=progress))  # type: ignore[arg-type]
+        with ThreadPoolExecutor(1, thread_name_prefix="tokenizer") as tokenizing:
+            run = _Run(counter, held_out, max_seq_len, tokenizing)
+            run.consume(read_records(hashing, on_bytes=progress))  # type: ignore[arg-type]
         while hashing.read(1 << 20):  # hash any bytes after a closing ']'
             pass
     if run.objects == 0 or (run.objects < run.examples // 2 and run.saw_binary):
@@ -89,11 +94,31 @@ def _index_test_file(test_file: Path) -> HeldOutIndex:
     return index
 
 
+@dataclass(slots=True)
+class _Chunk:
+    """Rows read but not yet checked together: each row's findings so far, and its texts."""
+
+    notes: list[tuple[int, list[Finding]]] = field(default_factory=list)  # every row, in order
+    lines: list[int] = field(default_factory=list)  # from here on: the rows that parsed
+    findings: list[list[Finding]] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)
+    row_texts: list[str] = field(default_factory=list)
+    chars: int = 0
+
+    def full(self) -> bool:
+        return len(self.notes) >= CHUNK_ROWS or self.chars >= CHUNK_CHARS
+
+
 class _Run:
-    """The state of one validation while rows stream through."""
+    """The state of one validation while rows stream through, a chunk of rows at a time."""
 
     def __init__(
-        self, counter: TokenCounter, held_out: HeldOutIndex | None, max_seq_len: int | None
+        self,
+        counter: TokenCounter,
+        held_out: HeldOutIndex | None,
+        max_seq_len: int | None,
+        tokenizing: Executor,
     ) -> None:
         self.counter = counter
         self.held_out = held_out
@@ -110,7 +135,8 @@ class _Run:
         self.types = FieldTypes()
         self.duplicates = DuplicateFinder()
         self.prompt_tokens, self.answer_tokens = TokenTally(), TokenTally()
-        self._batch: list[tuple[int, str, str]] = []
+        self._tokenizing = tokenizing
+        self._counting: deque[tuple[list[int], Future[list[int]]]] = deque()
 
     def consume(self, records: Iterator[Record]) -> None:
         head: list[Record] = []
@@ -119,45 +145,63 @@ class _Run:
             if sum(r.error is None for r in head) >= DETECT_ROWS:
                 break
         self.format = formats.detect_format(r.value for r in head if r.error is None)
-        for record in head:
-            self.row(record)
-        for record in records:
-            self.row(record)
-        self._flush_tokens()
+        chunk = _Chunk()
+        for record in chain(head, records):
+            self._read(record, chunk)
+            if chunk.full():
+                self._check(chunk)
+                chunk = _Chunk()
+        self._check(chunk)
+        while self._counting:
+            self._take_counts()
 
-    def row(self, record: Record) -> None:
+    def _read(self, record: Record, chunk: _Chunk) -> None:
+        """The checks of one row on its own; the rest wait for its chunk."""
         self.examples += 1
         if record.error is not None:
             self.saw_binary = self.saw_binary or record.error == "invalid_utf8"
-            self._note(record.line, [(record.error, "error", record.message)])
+            chunk.notes.append((record.line, [(record.error, "error", record.message)]))
             return
         self.objects += isinstance(record.value, dict)
         findings = check_row(self.format, record.value) + self.types.check(
             record.line, record.value
         )
         prompt, answer = formats.split_example(self.format, record.value)
-        # Each side's words are hashed once for all three checks (no word spans the newline).
-        prompt_words, answer_words = word_hashes(prompt), word_hashes(answer)
-        both = np.concatenate([prompt_words, answer_words])
-        findings += self._leaks(prompt, answer, (prompt_words, answer_words), both)
-        self._note(record.line, findings)
-        row_text = orjson.dumps(record.value, option=orjson.OPT_SORT_KEYS).decode()
-        self.duplicates.add(record.line, row_text, f"{prompt}\n{answer}", both)
-        self._batch.append((record.line, prompt, answer))
-        if len(self._batch) >= TOKEN_BATCH:
-            self._flush_tokens()
+        chunk.notes.append((record.line, findings))
+        chunk.lines.append(record.line)
+        chunk.findings.append(findings)
+        chunk.prompts.append(prompt)
+        chunk.answers.append(answer)
+        chunk.row_texts.append(orjson.dumps(record.value, option=orjson.OPT_SORT_KEYS).decode())
+        chunk.chars += len(prompt) + len(answer)
 
-    def _leaks(
-        self, prompt: str, answer: str, words: tuple[Hashes, Hashes], both: Hashes
-    ) -> list[Finding]:
+    def _check(self, chunk: _Chunk) -> None:
+        """Leakage, duplicates and tokens of a chunk's rows, each check in one batch."""
+        # Prompt i is text 2i and answer i is text 2i+1; both hashed once for all checks.
+        pairs = zip(chunk.prompts, chunk.answers, strict=True)
+        words = word_batch([text for pair in pairs for text in pair])
+        rows = words.pairs()  # no word spans the newline between prompt and answer
+        shares = answers_in_prompts(chunk.prompts, chunk.answers, words)
+        leaks = self.held_out.leaks(rows) if self.held_out else [None] * len(chunk.lines)
+        for findings, share, leak in zip(chunk.findings, shares, leaks, strict=True):
+            findings += self._leaks(share, leak)
+        for line, findings in chunk.notes:
+            self._note(line, findings)
+        self.duplicates.add_batch(chunk.lines, chunk.row_texts, rows)
+        if chunk.lines:
+            # Tokenized in the background while the next chunks are read and checked.
+            texts = chunk.prompts + chunk.answers
+            self._counting.append((chunk.lines, self._tokenizing.submit(self.counter.count, texts)))
+        while len(self._counting) > TOKEN_CHUNKS_IN_FLIGHT:
+            self._take_counts()
+
+    def _leaks(self, share: float | None, leak: HeldOutLeak | None) -> list[Finding]:
         found: list[Finding] = []
-        share = answer_in_prompt(prompt, answer, words)
         if share is not None:
             self.self_leaks += 1
             found.append(
                 ("answer_in_prompt", "warning", f"{share:.0%} of the answer is in the prompt")
             )
-        leak = self.held_out.leak(f"{prompt}\n{answer}", both) if self.held_out else None
         if leak is not None:
             self.test_leaks += 1
             lines = ", ".join(map(str, leak.test_lines[:10]))
@@ -177,17 +221,16 @@ class _Run:
                 self.kept[category] += 1
                 self.problems.append(Problem(category, level, line, message))
 
-    def _flush_tokens(self) -> None:
-        if not self._batch:
-            return
-        batch, self._batch = self._batch, []
-        counts = self.counter.count([p for _, p, _ in batch] + [a for _, _, a in batch])
-        prompts, answers = counts[: len(batch)], counts[len(batch) :]
+    def _take_counts(self) -> None:
+        """Record the token counts of the oldest chunk sent to the tokenizer."""
+        lines, counting = self._counting.popleft()
+        counts = counting.result()
+        prompts, answers = counts[: len(lines)], counts[len(lines) :]
         self.prompt_tokens.extend(prompts)
         self.answer_tokens.extend(answers)
         if self.max_seq_len is None:
             return
-        for (line, _, _), p, a in zip(batch, prompts, answers, strict=True):
+        for line, p, a in zip(lines, prompts, answers, strict=True):
             if p + a > self.max_seq_len:
                 self.over += 1
                 message = f"{p + a} tokens > max_seq_len {self.max_seq_len}"

@@ -86,3 +86,88 @@ def test_contained_agrees_with_numpy_isin() -> None:
         pool = np.unique(rng.integers(0, 50, size, dtype=np.uint64))
         values = rng.integers(0, 60, 200, dtype=np.uint64)
         assert (contained(values, pool) == np.isin(values, pool)).all()
+
+
+def test_near_duplicates_far_apart_in_a_long_file_are_grouped(write_jsonl: WriteRows) -> None:
+    rng = random.Random(2)
+    rows = [{"text": _sentence(rng)} for _ in range(1500)]  # several chunks of rows
+    rows[1400] = {"text": rows[3]["text"].replace(" ", "  ").upper() + " more"}
+    report = validate_file(write_jsonl(rows))
+    assert report.near_duplicate_groups == ((4, 1401),)
+
+
+def test_signatures_do_not_depend_on_the_batch() -> None:
+    from tunewatch.plugins.validate.duplicates import SIGNATURE_BLOCK, DuplicateFinder
+    from tunewatch.plugins.validate.ngrams import word_batch
+
+    rng = random.Random(3)
+    texts = [_sentence(rng, rng.randrange(0, 60)) for _ in range(40)]
+    texts[7] = _sentence(rng, SIGNATURE_BLOCK + 500)  # spans two blocks of shingles
+    finder = DuplicateFinder()
+    rows, signatures = finder.signatures(word_batch(texts))
+    assert rows.tolist() == [i for i, text in enumerate(texts) if len(text.split()) >= 5]
+    for row, signature in zip(rows.tolist(), signatures, strict=True):
+        [alone] = finder.signatures(word_batch([texts[row]]))[1]
+        assert (alone == signature).all()
+
+
+def test_answers_in_prompts_agrees_with_the_row_by_row_check() -> None:
+    from tunewatch.plugins.validate.leakage import answer_in_prompt, answers_in_prompts
+    from tunewatch.plugins.validate.ngrams import word_batch
+
+    rng = random.Random(4)
+    pairs: list[tuple[str, str]] = []
+    for _ in range(300):
+        prompt = _sentence(rng, rng.randrange(0, 60))
+        words = prompt.split()
+        start = rng.randrange(len(words) + 1)
+        kind = rng.randrange(4)
+        if kind == 0:  # a copy of part of the prompt, sometimes cut mid-word at both ends
+            answer = " ".join(words[start : start + rng.randrange(6, 20)])
+            if rng.random() < 0.5 and len(answer) > 4:
+                answer = answer[2:-2]
+        elif kind == 1:  # mostly copied, a few words changed
+            answer = " ".join(w if rng.random() < 0.85 else "other" for w in words[start:])
+        elif kind == 2:
+            answer = _sentence(rng, rng.randrange(0, 20))
+        else:
+            answer = rng.choice(["Negative", ""])
+        pairs.append((prompt if rng.random() < 0.95 else "", answer))
+    # Eight words of which the first and last are cut: a copy, though only 6 of 8 words match.
+    pairs.append(
+        (
+            "xalpha1 bravo2 charlie3 delta4 echo5 foxtrot6 golf7 hotel8y",
+            "alpha1 bravo2 charlie3 delta4 echo5 foxtrot6 golf7 hotel8",
+        )
+    )
+    prompts, answers = [p for p, _ in pairs], [a for _, a in pairs]
+    found = answers_in_prompts(prompts, answers, word_batch([t for pair in pairs for t in pair]))
+    assert found == [answer_in_prompt(p, a) for p, a in pairs]
+    assert found[-1] == 1.0
+    assert sum(share is not None for share in found) > 20
+
+
+def test_test_leaks_of_a_batch_are_each_rows_own() -> None:
+    from tunewatch.plugins.validate.leakage import TEST_CONTAINMENT, TEST_NGRAM, HeldOutIndex
+    from tunewatch.plugins.validate.ngrams import ngram_hashes, word_batch, word_hashes
+
+    rng = random.Random(5)
+    tests = [_sentence(rng, rng.randrange(3, 30)) for _ in range(30)]
+    index = HeldOutIndex()
+    for line, test in enumerate(tests, 1):
+        index.add(line, test)
+    texts = [_sentence(rng, rng.randrange(0, 40)) for _ in range(200)]
+    for i in range(0, 200, 7):  # a test row, whole or in part, inside a training text
+        test_words = rng.choice(tests).split()
+        keep = len(test_words) if i % 2 else rng.randrange(1, len(test_words) + 1)
+        texts[i] += " " + " ".join(test_words[:keep])
+    leaks = index.leaks(word_batch(texts))
+    for text, leak in zip(texts, leaks, strict=True):
+        grams = set(ngram_hashes(word_hashes(text), TEST_NGRAM).tolist())
+        expected = []
+        for line, test in enumerate(tests, 1):
+            test_grams = set(ngram_hashes(word_hashes(test), TEST_NGRAM).tolist())
+            if len(grams & test_grams) / len(test_grams) >= TEST_CONTAINMENT:
+                expected.append(line)
+        assert (leak.test_lines if leak else ()) == tuple(expected)
+    assert sum(leak is not None for leak in leaks) >= 10
