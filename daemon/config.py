@@ -36,6 +36,8 @@ class DaemonSettings:
     watch_step_ms: int = 50
     queue_size: int = 10_000
     drain_timeout_s: float = 5.0
+    downsample_after_days: float = 30.0
+    downsample_keep_every: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +217,11 @@ def _check_paths(settings: Settings) -> None:
             raise ConfigError(f"{settings.origin}: [paths] {key}: must not be empty")
     if not settings.daemon.runs:
         raise ConfigError(f"{settings.origin}: [daemon] runs: list at least one run directory")
+    if settings.daemon.downsample_after_days < 0 or settings.daemon.downsample_keep_every < 1:
+        raise ConfigError(
+            f"{settings.origin}: [daemon] downsample_after_days must be >= 0 (0 keeps every point)"
+            " and downsample_keep_every >= 1"
+        )
     if settings.sources.text_regex:
         from tunewatch.daemon.sources.text_regex import TextPattern
 

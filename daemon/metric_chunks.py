@@ -3,10 +3,12 @@
 A row holds consecutive points (by seq) of one source. Steps, times and each metric are packed
 arrays of 64-bit numbers, so a whole `MetricsBatch` is stored with a handful of `tobytes()`
 calls and NaN/Inf survive bit for bit. A metric that some points lack carries a presence mask.
+An old row can be thinned (`PackedChunk.thinned`); it then lists the seqs of the points it kept.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from array import array
 from collections.abc import Iterator, Sequence
@@ -34,13 +36,18 @@ class PackedChunk:
     times: array[float]
     # name -> (values, presence mask or None when every point has the metric)
     columns: dict[str, tuple[array[float], bytes | None]]
+    # Each point's seq once the chunk was thinned; None while they run from first_seq on.
+    seqs: array[int] | None = None
 
     def __len__(self) -> int:
         return len(self.steps)
 
     @property
     def last_seq(self) -> int:
-        return self.first_seq + len(self.steps) - 1
+        return self.seqs[-1] if self.seqs is not None else self.first_seq + len(self.steps) - 1
+
+    def seqs_data(self) -> bytes | None:
+        return None if self.seqs is None else _bytes(self.seqs)
 
     def names_text(self) -> str:
         """Each metric name mapped to 1 if it has a mask, as JSON: `LIKE '%"loss":%'` finds it."""
@@ -64,12 +71,47 @@ class PackedChunk:
             metrics = {
                 name: values[i] for name, (values, mask) in columns if mask is None or mask[i]
             }
-            yield self.first_seq + i, step, when, metrics
+            seq = self.seqs[i] if self.seqs is not None else self.first_seq + i
+            yield seq, step, when, metrics
+
+    def thinned(self, keep_every: int) -> PackedChunk:
+        """Every `keep_every`-th point, plus the points a person would look for in old history.
+
+        Kept besides: the first and last point, the highest step, each non-finite value, and
+        each metric's lowest and highest value. Kept points are unchanged, seq included.
+        """
+        n = len(self)
+        keep = set(range(0, n, max(keep_every, 1)))
+        keep.update((n - 1, max(range(n), key=self.steps.__getitem__)))
+        for values, mask in self.columns.values():
+            present = [i for i in range(n) if mask is None or mask[i]]
+            keep.update(i for i in present if not math.isfinite(values[i]))
+            finite = [i for i in present if math.isfinite(values[i])]
+            if finite:
+                keep.add(min(finite, key=values.__getitem__))
+                keep.add(max(finite, key=values.__getitem__))
+        kept = sorted(keep)
+        seqs = array(
+            "q", [self.seqs[i] if self.seqs is not None else self.first_seq + i for i in kept]
+        )
+        columns: dict[str, tuple[array[float], bytes | None]] = {}
+        for name, (values, mask) in self.columns.items():
+            # Each metric keeps at least its extremes, so no column is left empty.
+            picked = None if mask is None else bytes(mask[i] for i in kept)
+            columns[name] = (array("d", [values[i] for i in kept]), picked)
+        return PackedChunk(
+            self.source,
+            self.first_seq,
+            array("q", [self.steps[i] for i in kept]),
+            array("d", [self.times[i] for i in kept]),
+            columns,
+            seqs,
+        )
 
 
 INSERT_SQL = (
     "INSERT INTO metric_chunks (run_id, source, first_seq, last_seq, n, max_step, last_time,"
-    " names, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " names, data, seqs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -86,38 +128,32 @@ def rows(run_id: int, chunks: Sequence[PackedChunk]) -> list[tuple[object, ...]]
             c.times[-1],
             c.names_text(),
             c.data(),
+            c.seqs_data(),
         )
         for c in chunks
     ]
 
 
-def unpack(source: str, first_seq: int, names: str, data: bytes) -> PackedChunk:
-    """The chunk a row holds: the inverse of `names_text()` and `data()`."""
+def unpack(source: str, first_seq: int, names: str, data: bytes, seqs: bytes | None) -> PackedChunk:
+    """The chunk a row holds: the inverse of `names_text()`, `data()` and `seqs_data()`."""
     layout: dict[str, int] = orjson.loads(names)
     # data = 8 bytes of step, 8 of time, 8 per column and 1 per masked column, for each point
-    points = len(data) // (16 + 8 * len(layout) + sum(layout.values()))
+    n = len(data) // (16 + 8 * len(layout) + sum(layout.values()))
     view = memoryview(data)
-    offset = 0
-
-    def take(arr: _Array) -> _Array:
-        nonlocal offset
-        arr.frombytes(view[offset : offset + 8 * points])
-        offset += 8 * points
-        if not _LITTLE:
-            arr.byteswap()
-        return arr
-
-    steps = take(array("q"))
-    times = take(array("d"))
+    steps = _array(array("q"), view[: 8 * n])
+    times = _array(array("d"), view[8 * n : 16 * n])
+    offset = 16 * n
     columns: dict[str, tuple[array[float], bytes | None]] = {}
     for name, masked in layout.items():
-        values = take(array("d"))
+        values = _array(array("d"), view[offset : offset + 8 * n])
+        offset += 8 * n
         mask = None
         if masked:
-            mask = bytes(view[offset : offset + points])
-            offset += points
+            mask = bytes(view[offset : offset + n])
+            offset += n
         columns[name] = (values, mask)
-    return PackedChunk(source, first_seq, steps, times, columns)
+    point_seqs = None if seqs is None else _array(array("q"), memoryview(seqs))
+    return PackedChunk(source, first_seq, steps, times, columns, point_seqs)
 
 
 def pack_batch(batch: MetricsBatch) -> list[PackedChunk]:
@@ -150,6 +186,13 @@ def pack_points(points: Sequence[MetricsLogged]) -> PackedChunk:
         values = array("d", [p.metrics.get(name, 0.0) for p in points])
         columns[name] = (values, None if all(present) else bytes(present))
     return PackedChunk(points[0].source, points[0].seq, steps, times, columns)
+
+
+def _array(arr: _Array, data: memoryview) -> _Array:
+    arr.frombytes(data)
+    if not _LITTLE:
+        arr.byteswap()
+    return arr
 
 
 def _bytes(arr: array[int] | array[float]) -> bytes:

@@ -22,6 +22,7 @@ import structlog
 from tunewatch.daemon import events as ev
 from tunewatch.daemon.bus import EventBus
 from tunewatch.daemon.config import ConfigError, Settings
+from tunewatch.daemon.downsampling import run_downsampling
 from tunewatch.daemon.history import RECORDED_TYPES
 from tunewatch.daemon.plugin import (
     PluginContext,
@@ -80,6 +81,7 @@ class Daemon:
         self._install_signal_handlers()
         watchdog: asyncio.Task[None] | None = None
         status_task: asyncio.Task[None] | None = None
+        downsampling: asyncio.Task[None] | None = None
         try:
             await watcher.refresh_runs()
             await self._start_plugins(host, bus, store, watcher)
@@ -91,6 +93,9 @@ class Daemon:
             if interval is not None:
                 watchdog = asyncio.create_task(run_watchdog(self.notifier, interval))
             status_task = asyncio.create_task(self._status_loop(watcher))
+            downsampling = asyncio.create_task(
+                run_downsampling(store, lambda: self.settings.daemon)
+            )
             log.info("tunewatch running", runs=self.run_specs(), db=str(self.settings.state_db()))
             while True:
                 await watcher.run(self.stop_event)
@@ -100,7 +105,7 @@ class Daemon:
             return 0
         finally:
             self.notifier.stopping()
-            for task in (watchdog, status_task):
+            for task in (watchdog, status_task, downsampling):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

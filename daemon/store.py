@@ -74,7 +74,9 @@ CREATE TABLE IF NOT EXISTS metric_chunks (
     max_step INTEGER NOT NULL,
     last_time REAL NOT NULL,
     names TEXT NOT NULL,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    seqs BLOB,  -- the kept points' seqs once thinned; NULL while they run from first_seq on
+    thinned INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS chunks_by_run ON metric_chunks(run_id, last_seq);
 CREATE TABLE IF NOT EXISTS events (
@@ -95,6 +97,10 @@ CREATE TABLE IF NOT EXISTS plugin_state (
     PRIMARY KEY (plugin, key)
 );
 """
+
+
+# The columns of a metric chunk row, in the order `metric_chunks.unpack` takes them.
+_UNPACK_COLUMNS = "source, first_seq, names, data, seqs"
 
 
 class StoreError(Exception):
@@ -362,6 +368,31 @@ class Store:
         self._next_seq = seq + 1
         return seq
 
+    # -- downsampling -----------------------------------------------------------------------------
+
+    def downsample(self, older_than: float, keep_every: int, max_chunks: int = 100) -> int:
+        """Thin up to `max_chunks` chunks whose newest point is older than `older_than`.
+
+        See `PackedChunk.thinned` for what is kept. Each chunk is thinned once. Returns the
+        number of chunks thinned, so a caller repeats while it gets `max_chunks` back.
+        """
+        found = self.db.execute(
+            f"SELECT id, {_UNPACK_COLUMNS} FROM metric_chunks"
+            " WHERE thinned = 0 AND last_time < ? ORDER BY id LIMIT ?",
+            (older_than, max_chunks),
+        ).fetchall()
+        updates = []
+        for chunk_id, *row in found:
+            thin = unpack(*row).thinned(keep_every)
+            updates.append((len(thin), thin.names_text(), thin.data(), thin.seqs_data(), chunk_id))
+        with self.db:
+            self.db.executemany(
+                "UPDATE metric_chunks SET n = ?, names = ?, data = ?, seqs = ?, thinned = 1"
+                " WHERE id = ?",
+                updates,
+            )
+        return len(updates)
+
     # -- plugin state ---------------------------------------------------------------------------
 
     def plugin_get(self, plugin: str, key: str) -> str | None:
@@ -390,7 +421,7 @@ class Store:
         """The recorded points after `after_seq`, oldest first (about `limit` of them, whole
         chunks, when a limit is given)."""
         names = self.run_names()
-        sql = "SELECT run_id, source, first_seq, names, data FROM metric_chunks WHERE last_seq > ?"
+        sql = f"SELECT run_id, {_UNPACK_COLUMNS} FROM metric_chunks WHERE last_seq > ?"
         args: list[Any] = [after_seq]
         if run_id is not None:
             sql += " AND run_id = ?"
@@ -399,11 +430,12 @@ class Store:
             sql += " AND source = ?"
             args.append(source)
         result: list[MetricPoint] = []
-        for rid, src, first_seq, layout, data in self.db.execute(sql + " ORDER BY first_seq", args):
+        for rid, *row in self.db.execute(sql + " ORDER BY first_seq", args):
             run = names.get(rid, "?")
+            chunk = unpack(*row)
             result.extend(
-                MetricPoint(seq, run, step, t, src, values)
-                for seq, step, t, values in unpack(src, first_seq, layout, data).points()
+                MetricPoint(seq, run, step, t, chunk.source, values)
+                for seq, step, t, values in chunk.points()
                 if seq > after_seq
             )
             if limit is not None and len(result) >= limit:
@@ -414,21 +446,21 @@ class Store:
         """The newest point of `run_id` that has metric `name`."""
         # Walks chunks backwards; the wanted metric is almost always in the newest ones.
         cur = self.db.execute(
-            "SELECT source, first_seq, names, data FROM metric_chunks"
+            f"SELECT {_UNPACK_COLUMNS} FROM metric_chunks"
             " WHERE run_id = ? AND names LIKE ? ORDER BY last_seq DESC",
             (run_id, f'%"{name}":%'),
         )
-        for src, first_seq, layout, data in cur:
-            for seq, step, t, values in reversed(
-                list(unpack(src, first_seq, layout, data).points())
-            ):
+        for row in cur:
+            for seq, step, t, values in reversed(list(unpack(*row).points())):
                 if name in values:
-                    return MetricPoint(seq, self.run_names().get(run_id, "?"), step, t, src, values)
+                    return MetricPoint(
+                        seq, self.run_names().get(run_id, "?"), step, t, row[0], values
+                    )
         return None
 
     def last_point(self, run_id: int) -> MetricPoint | None:
         row = self.db.execute(
-            "SELECT source, first_seq, names, data FROM metric_chunks WHERE run_id = ?"
+            f"SELECT {_UNPACK_COLUMNS} FROM metric_chunks WHERE run_id = ?"
             " ORDER BY last_seq DESC LIMIT 1",
             (run_id,),
         ).fetchone()

@@ -204,3 +204,25 @@ def test_malformed_input_never_crashes_the_daemon(tmp_path: Path) -> None:
         assert daemon.proc is not None and daemon.proc.poll() is None
         assert daemon.stop() == 0
     assert os.path.getsize(log) > 11 * 1024 * 1024  # the user's file is untouched
+
+
+def test_points_older_than_the_setting_are_thinned_while_running(tmp_path: Path) -> None:
+    run = tmp_path / "old-run"
+    run.mkdir()
+    log = run / "trainer_log.jsonl"
+    sixty_days_ago = time.time() - 60 * 86_400
+    lines = [
+        json.dumps({"step": s, "loss": 3.0 - s / 100, "time": sixty_days_ago + s}) + "\n"
+        for s in range(200)
+    ]
+    append(log, "".join(lines))
+    config = tmp_path / "config.toml"
+    config.write_text("[daemon]\ndownsample_after_days = 30\ndownsample_keep_every = 10\n")
+    with DaemonProcess(tmp_path) as daemon:
+        daemon.start(str(run), config=config)
+        # Every 10th step, and the last one (also the highest step and the lowest loss).
+        daemon.wait_for(
+            lambda: list(metric_steps(daemon.db)) == [*range(0, 200, 10), 199], what="thinning"
+        )
+        assert daemon.stop() == 0
+    assert log.read_text() == "".join(lines)  # the user's file is only ever read

@@ -310,3 +310,21 @@ def test_a_version_1_database_is_upgraded_without_losing_a_point(tmp_path: Path)
     store.commit_batch(run_id, new, None)
     assert new[0].seq == 5
     store.close()
+
+
+def test_only_old_chunks_are_thinned_and_each_only_once(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    run_id = store.ensure_run("/r", "run-a")
+    old = batch(1, 1000, loss=[2.0 - i / 1000 for i in range(1000)])  # times 1.7e9 + i
+    recent = MetricsLogged("run-a", 5000, {"loss": 0.1}, "log.jsonl", time=2e9)
+    store.commit_batch(run_id, [old, recent], None)
+    assert store.downsample(older_than=1.8e9, keep_every=100) == 1
+    assert store.downsample(older_than=1.8e9, keep_every=100) == 0  # already thinned
+    points = store.metrics()
+    assert [p.step for p in points] == [*range(1, 1000, 100), 1000, 5000]
+    assert [p.seq for p in points][-3:] == [901, 1000, 1001]
+    assert store.count_points(run_id) == 12
+    assert store.max_step(run_id) == 5000
+    assert [p.seq for p in store.metrics(after_seq=950)] == [1000, 1001]
+    assert store.latest_metric(run_id, "loss").step == 5000  # type: ignore[union-attr]
+    store.close()
