@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import gc
 import signal
 from collections.abc import Coroutine, Sequence
@@ -24,6 +22,7 @@ from tunewatch.daemon.bus import EventBus
 from tunewatch.daemon.config import ConfigError, Settings
 from tunewatch.daemon.downsampling import run_downsampling
 from tunewatch.daemon.history import RECORDED_TYPES
+from tunewatch.daemon.memory import limit_malloc_arenas, release_freed_memory
 from tunewatch.daemon.plugin import (
     PluginContext,
     PluginHost,
@@ -196,6 +195,9 @@ class Daemon:
             if text != last:
                 self.notifier.status(text)
                 last = text
+            # Plugins work on after a catch-up (the detectors replay a long history): give the
+            # memory that work freed back, about 1 ms each time.
+            release_freed_memory()
             await asyncio.sleep(STATUS_INTERVAL_S)
 
     def status_line(self, watcher: RunWatcher) -> str:
@@ -206,15 +208,6 @@ class Daemon:
         if waiting:
             text += f", waiting for {waiting} run dir(s)"
         return text
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed after the catch-up back to the OS (glibc keeps it otherwise, ~14 MB)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to trim
 
 
 def tune_gc() -> None:
@@ -229,5 +222,6 @@ def tune_gc() -> None:
 
 
 def run_daemon(daemon: Daemon) -> int:
+    limit_malloc_arenas()
     tune_gc()
     return asyncio.run(daemon.run())

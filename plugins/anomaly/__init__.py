@@ -11,7 +11,10 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import attrgetter
 from typing import Any, ClassVar
 
 import psutil
@@ -25,9 +28,9 @@ from tunewatch.daemon.events import (
 )
 from tunewatch.daemon.plugin import PluginContext
 from tunewatch.daemon.store import MetricPoint
-from tunewatch.plugins.anomaly.base import Finding, Point
+from tunewatch.plugins.anomaly.base import Finding, NewBest, Point
 from tunewatch.plugins.anomaly.config import AnomalyConfig
-from tunewatch.plugins.anomaly.gate import RunDetectors, RunVerdict
+from tunewatch.plugins.anomaly.gate import RunDetectors
 from tunewatch.plugins.anomaly.stall import StallCheck
 
 # Without an alert, state is saved at most this often; an alert always saves first.
@@ -163,9 +166,9 @@ class AnomalyPlugin:
                     points: list[MetricPoint] = await self.ctx.store.call(
                         self.ctx.store.store.metrics, run.id, tracking.cursor, None, REPLAY_PAGE
                     )
-                    for p in points:
-                        point = Point(p.step, p.metrics, p.time)
-                        await self._feed(run.name, tracking, p.seq, point)
+                    await self._feed(
+                        run.name, ((p.seq, Point(p.step, p.metrics, p.time)) for p in points)
+                    )
                     if len(points) < REPLAY_PAGE:
                         break
             await self.save_all()
@@ -185,42 +188,51 @@ class AnomalyPlugin:
 
     async def on_metrics(self, event: MetricsEvent) -> None:
         async with self._feeding:
-            for p in event.points():
-                tracking = await self._tracking(p.run)
-                await self._feed(p.run, tracking, p.seq, Point(p.step, p.metrics, p.time))
+            for run, points in groupby(event.points(), key=attrgetter("run")):
+                await self._feed(run, ((p.seq, Point(p.step, p.metrics, p.time)) for p in points))
 
-    async def _feed(self, run: str, tracking: _RunTracking, seq: int, point: Point) -> None:
-        if seq and seq <= tracking.cursor:
-            return  # already seen (replayed, or recorded before a restart)
-        tracking.cursor = max(tracking.cursor, seq)
-        tracking.dirty = True
-        fresh = _new_values(point, tracking.last_steps)
-        if fresh is None:
-            return
-        verdict = tracking.detectors.update(fresh)
-        events = self._events(run, verdict, tracking, fresh.time)
+    async def _feed(self, run: str, points: Iterable[tuple[int, Point]]) -> None:
+        """Judge one run's points in order, then publish what they raised.
+
+        Of the new bests in one batch only the last per metric is announced: the others were
+        already beaten by the time tunewatch read them (a catch-up of a long history), and a
+        person wants the best model, not a notification for each step of the way.
+        """
+        tracking = await self._tracking(run)
+        events: list[Event] = []
+        bests: dict[str, tuple[NewBest, float]] = {}
+        for seq, point in points:
+            if seq and seq <= tracking.cursor:
+                continue  # already seen (replayed, or recorded before a restart)
+            tracking.cursor = max(tracking.cursor, seq)
+            tracking.dirty = True
+            fresh = _new_values(point, tracking.last_steps)
+            if fresh is None:
+                continue
+            verdict = tracking.detectors.update(fresh)
+            events.extend(_anomaly(run, a.finding) for a in verdict.alerts)
+            events.extend(
+                AnomalyResolved(run=run, step=r.step, kind=r.kind, metric=r.metric)
+                for r in verdict.recoveries
+            )
+            if verdict.new_best is not None:
+                bests[verdict.new_best.metric] = (verdict.new_best, fresh.time)
+        for best, when in bests.values():
+            if self._announce_best(best.metric, tracking, when):
+                events.append(
+                    BestModelFound(
+                        run=run,
+                        step=best.step,
+                        metric=best.metric,
+                        value=best.value,
+                        checkpoint=None,
+                    )
+                )
         if not events:
             return
         # Saved before publishing: after a crash the alert is not sent twice.
         await self._save(run, tracking)
         self.ctx.bus.publish_many(events)
-
-    def _events(
-        self, run: str, verdict: RunVerdict, tracking: _RunTracking, now: float
-    ) -> list[Event]:
-        events: list[Event] = [_anomaly(run, a.finding) for a in verdict.alerts]
-        events.extend(
-            AnomalyResolved(run=run, step=r.step, kind=r.kind, metric=r.metric)
-            for r in verdict.recoveries
-        )
-        best = verdict.new_best
-        if best is not None and self._announce_best(best.metric, tracking, now):
-            events.append(
-                BestModelFound(
-                    run=run, step=best.step, metric=best.metric, value=best.value, checkpoint=None
-                )
-            )
-        return events
 
     def _announce_best(self, metric: str, tracking: _RunTracking, now: float) -> bool:
         if metric.startswith("eval"):

@@ -225,3 +225,27 @@ async def test_a_batch_is_judged_point_by_point(store: AsyncStore) -> None:
     assert h.kinds() == ["non_finite", "resolved:non_finite"]
     [alert] = [e for e in h.published if isinstance(e, AnomalyDetected)]
     assert alert.step == 61
+
+
+async def test_a_caught_up_history_announces_only_its_latest_best(store: AsyncStore) -> None:
+    """Ten evaluations that each beat the last, read at once: one new best, the current one."""
+    run_id = await store.call(store.store.ensure_run, "/runs/a", "run-a")
+    h = Harness(store, run_id)
+    await h.plugin.start()
+    history = MetricsBatch(
+        run="run-a",
+        source="trainer_log.jsonl",
+        steps=array("q", range(100, 1100, 100)),
+        times=array("d", [1e9 + s for s in range(10)]),
+        columns={"eval_loss": array("d", [2.0 - i / 10 for i in range(10)])},
+    )
+    await store.call(store.store.commit_batch, run_id, [history], None)
+    h.bus.publish(history)
+    await h.settle()
+    live = MetricsLogged(run="run-a", step=1100, metrics={"eval_loss": 0.5}, source="log.jsonl")
+    await store.call(store.store.commit_batch, run_id, [live], None)
+    h.bus.publish(live)
+    await h.settle()
+    await h.plugin.stop()
+    bests = [(e.step, e.value) for e in h.published if isinstance(e, BestModelFound)]
+    assert bests == [(1000, 1.1), (1100, 0.5)]
