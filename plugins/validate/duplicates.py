@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +19,7 @@ NUM_PERM = 64
 BANDS = 16  # 16 bands of 4 rows: candidates from Jaccard ~0.5, then verified on the signature
 ROWS_PER_BAND = NUM_PERM // BANDS
 SHINGLE_WORDS = 5
+PAIR_BLOCK = 1 << 16  # candidate pairs compared at once: a 16 MiB temporary
 SIGNATURE_BLOCK = 8192  # shingles hashed at once: a 4 MiB temporary
 _MASK32 = np.uint64(0xFFFFFFFF)
 
@@ -123,6 +124,7 @@ class DuplicateFinder:
         sigs = self._signatures.view()
         if len(sigs) < 2:
             return []
+        members, leaders = self._similar_pairs(sigs)
         parent = list(range(len(sigs)))
 
         def find(i: int) -> int:
@@ -131,36 +133,38 @@ class DuplicateFinder:
                 i = parent[i]
             return i
 
-        for band in range(BANDS):
-            columns = sigs[:, band * ROWS_PER_BAND : (band + 1) * ROWS_PER_BAND]
-            keys = np.ascontiguousarray(columns).view(np.dtype((np.void, columns.shape[1] * 4)))
-            keys = keys.ravel()
-            order = np.argsort(keys, kind="stable")
-            ordered = keys[order]
-            starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
-            ends = np.append(starts[1:], len(order))
-            for start, end in zip(starts, ends, strict=True):
-                if end - start > 1:
-                    self._verify_bucket(sigs, order[start:end], find, parent)
+        for member, leader in zip(members.tolist(), leaders.tolist(), strict=True):
+            parent[find(member)] = find(leader)
         groups: defaultdict[int, list[int]] = defaultdict(list)
         for index in range(len(sigs)):
             groups[find(index)].append(self._lines[index])
         return sorted(tuple(sorted(g)) for g in groups.values() if len(g) > 1)
 
-    def _verify_bucket(
-        self,
-        sigs: npt.NDArray[np.generic],
-        members: npt.NDArray[np.intp],
-        find: Callable[[int], int],
-        parent: list[int],
-    ) -> None:
-        # Compare each member to the bucket's first one only: linear, and other bands and the
-        # union-find's transitivity cover most of what pairwise comparison would add.
-        leader = int(members[0])
-        similarity = (sigs[members[1:]] == sigs[leader]).mean(axis=1)
-        for member, sim in zip(members[1:], similarity, strict=True):
-            if sim >= self.threshold:
-                parent[find(int(member))] = find(leader)
+    def _similar_pairs(self, sigs: npt.NDArray[np.generic]) -> tuple[Indices, Indices]:
+        """(member, leader) rows that share a band and reach the threshold, each pair once.
+
+        Each member of a band bucket is compared with the bucket's first row only: linear, and
+        other bands and the grouping's transitivity cover most of what all pairs would add.
+        """
+        found: list[Indices] = []
+        everyone = np.arange(len(sigs))
+        for band in range(BANDS):
+            columns = np.ascontiguousarray(
+                sigs[:, band * ROWS_PER_BAND : (band + 1) * ROWS_PER_BAND]
+            )
+            keys = columns.view(np.uint64)  # a band's 4 minhashes as two 64-bit keys
+            order = np.lexsort(keys.T[::-1])  # stable: a bucket's rows in line order
+            ordered = keys[order]
+            first = np.concatenate([[True], (ordered[1:] != ordered[:-1]).any(axis=1)])
+            leaders = order[np.maximum.accumulate(np.where(first, everyone, 0))][~first]
+            members = order[~first]
+            for low in range(0, len(members), PAIR_BLOCK):
+                pair = slice(low, low + PAIR_BLOCK)
+                similarity = (sigs[members[pair]] == sigs[leaders[pair]]).mean(axis=1)
+                close = similarity >= self.threshold
+                found.append(members[pair][close] * len(sigs) + leaders[pair][close])
+        pairs = np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.intp)
+        return pairs // len(sigs), pairs % len(sigs)
 
     @property
     def surplus_exact(self) -> int:

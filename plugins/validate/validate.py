@@ -34,7 +34,7 @@ DETECT_ROWS = 50
 KEEP_PER_CATEGORY = 100  # problems kept per category; the counts cover all of them
 CHUNK_ROWS = 512  # rows checked together: one numpy pass and one tokenizer call per check
 CHUNK_CHARS = 1 << 22  # ... or fewer rows when they are long, so memory stays bounded
-TOKEN_CHUNKS_IN_FLIGHT = 2  # chunks the tokenizer may be behind the checks
+TOKEN_CHUNKS_IN_FLIGHT = 4  # chunks the tokenizer may be behind the checks
 
 
 class _HashingReader:
@@ -137,6 +137,7 @@ class _Run:
         self.prompt_tokens, self.answer_tokens = TokenTally(), TokenTally()
         self._tokenizing = tokenizing
         self._counting: deque[tuple[list[int], Future[list[int]]]] = deque()
+        self.near_groups: list[tuple[int, ...]] = []
 
     def consume(self, records: Iterator[Record]) -> None:
         head: list[Record] = []
@@ -152,6 +153,7 @@ class _Run:
                 self._check(chunk)
                 chunk = _Chunk()
         self._check(chunk)
+        self.near_groups = self.duplicates.near_groups()  # while the tokenizer catches up
         while self._counting:
             self._take_counts()
 
@@ -238,7 +240,7 @@ class _Run:
 
     def report(self, path: str, sha256: str) -> ValidationReport:
         exact = tuple(self.duplicates.exact_groups())
-        near = tuple(self.duplicates.near_groups())
+        near = tuple(self.near_groups)
         tally = Tally(
             examples=self.examples,
             error_rows=self.error_rows,
