@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from tunewatch.plugins.validate.ngrams import Indices, WordBatch, batch_ngram_hashes
 
@@ -29,8 +31,16 @@ def normalise(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def digest(text: str) -> bytes:
-    return hashlib.blake2b(normalise(text).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+def row_digest(row: Any) -> bytes:
+    """8 bytes, the same for rows that differ only in key order, case and whitespace runs."""
+    text = orjson.dumps(row, option=orjson.OPT_SORT_KEYS)
+    if text.isascii():
+        # What normalise() does, on bytes: JSON escapes control characters, so the only
+        # whitespace here is the space that bytes.split() and str.split() both know.
+        normalised = b" ".join(text.lower().split())
+    else:
+        normalised = normalise(text.decode()).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(normalised, digest_size=8).digest()
 
 
 class _Growing:
@@ -64,22 +74,22 @@ class DuplicateFinder:
         self._lines: list[int] = []  # line of each MinHash row
         self._signatures = _Growing(NUM_PERM, np.uint32)
 
-    def add_batch(self, lines: Sequence[int], row_texts: Sequence[str], words: WordBatch) -> None:
-        """Rows in order: `row_texts` (whole rows) decide exact copies; `words` (one text per
+    def add_batch(self, lines: Sequence[int], rows: Sequence[Any], words: WordBatch) -> None:
+        """Rows in order: the `rows` (decoded JSON) decide exact copies; `words` (one text per
         row, its prose) near ones."""
-        pairs = zip(lines, row_texts, strict=True)
+        pairs = zip(lines, rows, strict=True)
         first = [index for index, pair in enumerate(pairs) if self._first(*pair)]
         if not self.near or not first:
             return
         # An exact copy is reported as such, not again as a near-duplicate.
         only = np.zeros(len(lines), dtype=bool)
         only[first] = True
-        rows, signatures = self.signatures(words, only)
-        self._lines.extend(lines[row] for row in rows.tolist())
+        kept, signatures = self.signatures(words, only)
+        self._lines.extend(lines[index] for index in kept.tolist())
         self._signatures.extend(signatures)
 
-    def _first(self, line: int, row_text: str) -> bool:
-        key = digest(row_text)
+    def _first(self, line: int, row: Any) -> bool:
+        key = row_digest(row)
         seen = self._exact.get(key)
         if seen is not None:
             seen.append(line)

@@ -9,9 +9,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import BinaryIO
-
-import orjson
+from typing import Any, BinaryIO
 
 from tunewatch.plugins.validate import formats
 from tunewatch.plugins.validate.checks import FieldTypes, Finding, check_row
@@ -103,7 +101,7 @@ class _Chunk:
     findings: list[list[Finding]] = field(default_factory=list)
     prompts: list[str] = field(default_factory=list)
     answers: list[str] = field(default_factory=list)
-    row_texts: list[str] = field(default_factory=list)
+    rows: list[Any] = field(default_factory=list)
     chars: int = 0
 
     def full(self) -> bool:
@@ -174,7 +172,7 @@ class _Run:
         chunk.findings.append(findings)
         chunk.prompts.append(prompt)
         chunk.answers.append(answer)
-        chunk.row_texts.append(orjson.dumps(record.value, option=orjson.OPT_SORT_KEYS).decode())
+        chunk.rows.append(record.value)
         chunk.chars += len(prompt) + len(answer)
 
     def _check(self, chunk: _Chunk) -> None:
@@ -182,14 +180,14 @@ class _Run:
         # Prompt i is text 2i and answer i is text 2i+1; both hashed once for all checks.
         pairs = zip(chunk.prompts, chunk.answers, strict=True)
         words = word_batch([text for pair in pairs for text in pair])
-        rows = words.pairs()  # no word spans the newline between prompt and answer
+        row_words = words.pairs()  # no word spans the newline between prompt and answer
         shares = answers_in_prompts(chunk.prompts, chunk.answers, words)
-        leaks = self.held_out.leaks(rows) if self.held_out else [None] * len(chunk.lines)
+        leaks = self.held_out.leaks(row_words) if self.held_out else [None] * len(chunk.lines)
         for findings, share, leak in zip(chunk.findings, shares, leaks, strict=True):
             findings += self._leaks(share, leak)
         for line, findings in chunk.notes:
             self._note(line, findings)
-        self.duplicates.add_batch(chunk.lines, chunk.row_texts, rows)
+        self.duplicates.add_batch(chunk.lines, chunk.rows, row_words)
         if chunk.lines:
             # Tokenized in the background while the next chunks are read and checked.
             texts = chunk.prompts + chunk.answers

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import random
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from tunewatch.plugins.validate.validate import validate_file
 
 from .conftest import WriteRows
@@ -37,6 +40,29 @@ def test_exact_duplicates_ignore_case_and_whitespace(write_jsonl: WriteRows) -> 
     ]
     report = validate_file(write_jsonl(rows))
     assert report.duplicate_groups == ((1, 3),)
+
+
+ascii_or_any_text = st.text(st.characters(max_codepoint=127)) | st.text()
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | ascii_or_any_text,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(ascii_or_any_text, inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(json_values)
+def test_a_rows_digest_is_that_of_its_normalised_sorted_json(row: object) -> None:
+    import hashlib
+
+    import orjson
+
+    from tunewatch.plugins.validate.duplicates import normalise, row_digest
+
+    text = orjson.dumps(row, option=orjson.OPT_SORT_KEYS).decode()
+    normalised = normalise(text).encode("utf-8", "surrogatepass")
+    assert row_digest(row) == hashlib.blake2b(normalised, digest_size=8).digest()
 
 
 def test_near_duplicates_are_grouped_with_their_lines(write_jsonl: WriteRows) -> None:

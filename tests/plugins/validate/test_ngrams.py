@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tunewatch.plugins.validate.ngrams import (
     HashFilter,
@@ -12,6 +15,7 @@ from tunewatch.plugins.validate.ngrams import (
     ngram_hashes,
     word_batch,
     word_hashes,
+    words_of,
 )
 
 MASK64 = (1 << 64) - 1
@@ -33,6 +37,11 @@ def _grams_by_definition(words: list[int], n: int) -> list[int]:
             value = (value * MULTIPLIER + word) & MASK64
         grams.append(value)
     return grams
+
+
+@given(st.text(st.characters(max_codepoint=127)) | st.text())
+def test_words_are_the_regex_word_runs_of_the_lower_cased_text(text: str) -> None:
+    assert words_of(text) == re.findall(r"\w+", text.lower())
 
 
 def test_a_batch_holds_each_texts_words() -> None:
