@@ -19,11 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import machine_description
 from simulate_run import write_bulk
 
 from tunewatch.daemon.bus import EventBus
 from tunewatch.daemon.config import DaemonSettings, Settings
 from tunewatch.daemon.events import MetricsBatch, MetricsEvent
+from tunewatch.daemon.memory import tune_malloc
 from tunewatch.daemon.service import tune_gc
 from tunewatch.daemon.store import AsyncStore
 from tunewatch.daemon.watcher import RunWatcher
@@ -41,7 +43,7 @@ def baseline_json_loads(path: Path) -> tuple[float, int]:
 
 async def tunewatch_catch_up(
     run_dir: Path, state_dir: Path, per_point: bool
-) -> tuple[float, int, int]:
+) -> tuple[float, int, int, int]:
     settings = Settings(daemon=DaemonSettings(state_dir=str(state_dir)))
     store = await AsyncStore.open(settings.state_db())
     bus = EventBus(default_maxsize=2_000_000)
@@ -63,7 +65,7 @@ async def tunewatch_catch_up(
     elapsed = time.perf_counter() - start
     stored = await store.call(lambda: store.store.count_points(1))
     await store.close()
-    return elapsed, received, stored
+    return elapsed, received, stored, settings.state_db().stat().st_size
 
 
 def main() -> None:
@@ -71,6 +73,8 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best is reported")
     args = parser.parse_args()
+    tune_malloc()  # as `tunewatch run` does, before any thread starts
+    print(f"machine: {machine_description()}")
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         run_dir.mkdir()
@@ -89,12 +93,13 @@ def main() -> None:
             for i in range(args.repeat):
                 state = Path(tmp) / f"state-{label[:7]}-{i}"
                 runs.append(asyncio.run(tunewatch_catch_up(run_dir, state, per_point)))
-            elapsed, received, stored = min(runs)
+            elapsed, received, stored, db_bytes = min(runs)
             assert received == args.lines == stored, (received, stored)
             ours = args.lines / elapsed
             print(
                 f"tunewatch catch-up, subscriber takes {label}: {ours:>10,.0f} lines/s"
                 f"  ({elapsed:.2f} s)  ratio {ours / theirs:.2f}x"
+                f"  state.db {db_bytes / 1e6:.1f} MB ({db_bytes / stored:.1f} bytes/point)"
             )
 
 

@@ -40,6 +40,7 @@ from tunewatch.daemon.bus import EventBus
 from tunewatch.daemon.config import DaemonSettings, Settings
 from tunewatch.daemon.events import MetricsEvent
 from tunewatch.daemon.logs import configure_logging
+from tunewatch.daemon.memory import tune_malloc
 from tunewatch.daemon.service import tune_gc
 from tunewatch.daemon.sources.discovery import SourceKind
 from tunewatch.daemon.sources.run_sources import RunSources
@@ -416,7 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         say("GNU tail not found: it is the baseline this benchmark compares against")
         return 2
     configure_logging("warning", "console")
-    tune_gc()  # the daemon runs with these GC settings (see service.run_daemon)
+    tune_malloc()  # the daemon's malloc and GC settings (see service.run_daemon)
+    tune_gc()
     say(f"machine: {machine_description()}")
     with tempfile.TemporaryDirectory(prefix="tunewatch-latency-") as tmp:
         root = Path(tmp)

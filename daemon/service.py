@@ -22,7 +22,7 @@ from tunewatch.daemon.bus import EventBus
 from tunewatch.daemon.config import ConfigError, Settings
 from tunewatch.daemon.downsampling import run_downsampling
 from tunewatch.daemon.history import RECORDED_TYPES
-from tunewatch.daemon.memory import limit_malloc_arenas, release_freed_memory
+from tunewatch.daemon.memory import release_freed_memory, tune_malloc
 from tunewatch.daemon.plugin import (
     PluginContext,
     PluginHost,
@@ -222,6 +222,6 @@ def tune_gc() -> None:
 
 
 def run_daemon(daemon: Daemon) -> int:
-    limit_malloc_arenas()
+    tune_malloc()
     tune_gc()
     return asyncio.run(daemon.run())

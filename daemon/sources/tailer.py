@@ -144,23 +144,22 @@ class LogTailer:
         chunk = await fh.read(max_bytes)
         if not chunk:
             return None
-        data = self._partial + chunk
         events: list[RunEvent] = []
         offset = self.state.offset
         line_no = self.state.line_no
         errors = self.state.errors
-        if self._skipping:
-            newline = data.find(b"\n")
+        if self._skipping:  # then nothing is held in _partial
+            newline = chunk.find(b"\n")
             if newline < 0:
-                self._partial = b""
-                self.state = dataclasses.replace(self.state, offset=offset + len(data))
+                self.state = dataclasses.replace(self.state, offset=offset + len(chunk))
                 return TailBatch([], self.state)
             self._skipping = False
-            data = data[newline + 1 :]
+            chunk = chunk[newline + 1 :]
             offset += newline + 1
             line_no += 1
-        end = data.rfind(b"\n")
+        end = chunk.rfind(b"\n")
         if end < 0:
+            data = self._partial + chunk
             self._partial = data
             if len(data) > self.max_line_bytes:
                 events.append(self._too_long(line_no + 1, len(data)))
@@ -171,12 +170,15 @@ class LogTailer:
             self.state = dataclasses.replace(self.state, offset=offset, errors=errors)
             await self._update_fingerprint()
             return TailBatch(events, self.state)
-        complete, self._partial = data[: end + 1], data[end + 1 :]
-        offset += end + 1
-        if b"\r" in complete:
-            complete = complete.replace(b"\r\n", b"\n")
-        lines = complete.split(b"\n")
-        lines.pop()  # the empty piece after the final newline
+        # Split the chunk where it lies and prefix the held partial line to the first line:
+        # joining them first would copy the whole chunk (a MiB) once more per read.
+        lines = chunk.split(b"\n")
+        complete_bytes = len(self._partial) + end + 1
+        lines[0] = self._partial + lines[0]
+        self._partial = lines.pop()  # what follows the last newline
+        offset += complete_bytes
+        if b"\r" in chunk or lines[0].endswith(b"\r"):  # Windows line endings: drop \r of \r\n
+            lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
         first_line_no = line_no + 1
         line_no += len(lines)
         if len(self._partial) > self.max_line_bytes:
@@ -186,7 +188,7 @@ class LogTailer:
             self._skipping = True
         else:
             events_too_long = []
-        if len(complete) > self.max_line_bytes:
+        if complete_bytes > self.max_line_bytes:
             events.extend(self._blank_long_lines(lines, first_line_no))
         events.extend(self._parse(lines, first_line_no))
         events.extend(events_too_long)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tunewatch.daemon.events import MetricsEvent, RunEvent, SourceError
 from tunewatch.daemon.sources.base import FileOrigin
@@ -185,3 +189,45 @@ async def test_large_files_are_read_in_bounded_batches(tmp_path: Path) -> None:
     assert seen == list(range(50_000))
     assert batches > 10
     await tailer.close()
+
+
+@st.composite
+def appends_and_reads(draw: st.DrawFn) -> tuple[bytes, list[int], list[int]]:
+    """A log (some lines CRLF, some oversized) cut into appends, and the read sizes to use."""
+    content = b""
+    for step in range(draw(st.integers(0, 40))):
+        kind = draw(st.sampled_from(["lf", "crlf", "long"]))
+        if kind == "long":
+            content += b"x" * draw(st.integers(101, 300)) + b"\n"
+        else:
+            content += line(step).encode().replace(b"\n", b"\r\n" if kind == "crlf" else b"\n")
+    cuts = sorted(draw(st.lists(st.integers(0, len(content)), max_size=6)))
+    reads = draw(st.lists(st.integers(1, 120), min_size=1, max_size=5))
+    return content, cuts, reads
+
+
+@given(appends_and_reads())
+@settings(max_examples=60)
+async def test_any_way_of_appending_and_reading_yields_each_line_once(
+    case: tuple[bytes, list[int], list[int]],
+) -> None:
+    content, cuts, reads = case
+    expected = [
+        int(raw.split(b":")[1].split(b",")[0])
+        for raw in content.splitlines()
+        if raw.startswith(b"{")
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "train.jsonl"
+        log.write_bytes(b"")
+        tailer = make_tailer(log, max_line_bytes=100)
+        seen: list[int] = []
+        last = 0
+        for i, cut in enumerate([*cuts, len(content)]):
+            append(log, content[last:cut])
+            last = cut
+            while (batch := await tailer.read(max_bytes=reads[i % len(reads)])) is not None:
+                seen.extend(steps(batch.events))
+        await tailer.close()
+    assert seen == expected
+    assert tailer.state.offset == len(content)
