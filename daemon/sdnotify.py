@@ -9,7 +9,7 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import structlog
 
@@ -44,6 +44,15 @@ class SdNotifier:
     def ready(self) -> None:
         """Startup (or a reload) is complete: `systemctl start` and `reload` return now."""
         self._send("READY=1")
+
+    def extend_startup(self, seconds: float, status: str) -> None:
+        """Startup goes on: systemd waits `seconds` more before TimeoutStartSec fails it.
+
+        A catch-up on months of logs can outlast the default 90 s start timeout; this keeps a
+        working daemon from being killed for it (systemd >= 236; older ones ignore the field).
+        """
+        usec = max(int(seconds * 1_000_000), 1)
+        self._send(f"EXTEND_TIMEOUT_USEC={usec}\nSTATUS=" + " ".join(status.splitlines()))
 
     def stopping(self) -> None:
         """Shutdown has begun, so systemd does not mistake the exit for a crash."""
@@ -108,6 +117,18 @@ async def run_watchdog(notifier: SdNotifier, interval_s: float) -> None:
         raise ValueError(f"watchdog interval must be positive, got {interval_s!r}")
     while True:
         notifier.watchdog()
+        await asyncio.sleep(interval_s)
+
+
+async def report_startup(
+    notifier: SdNotifier, progress: Callable[[], str], interval_s: float
+) -> None:
+    """Until cancelled, extend systemd's start timeout every `interval_s` and show `progress()`.
+
+    Each extension covers two intervals, so one late tick does not let the timeout expire.
+    """
+    while True:
+        notifier.extend_startup(2 * interval_s, progress())
         await asyncio.sleep(interval_s)
 
 

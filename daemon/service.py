@@ -30,13 +30,15 @@ from tunewatch.daemon.plugin import (
     load_checked_settings,
     plugin_config,
 )
-from tunewatch.daemon.sdnotify import SdNotifier, run_watchdog
+from tunewatch.daemon.sdnotify import SdNotifier, report_startup, run_watchdog
 from tunewatch.daemon.store import AsyncStore
 from tunewatch.daemon.watcher import RunWatcher
 
 log = structlog.get_logger(__name__)
 
 STATUS_INTERVAL_S = 10.0
+# While catching up, systemd's start timeout is pushed back this often (see report_startup).
+STARTUP_REPORT_S = 10.0
 _RUN_EVENTS = (ev.MetricsLogged, ev.StatusChanged, ev.CheckpointSaved, ev.SourceError)
 
 
@@ -84,7 +86,16 @@ class Daemon:
         try:
             await watcher.refresh_runs()
             await self._start_plugins(host, bus, store, watcher)
-            if not await self._until_stopped(watcher.catch_up()) or self.once:
+            startup = asyncio.create_task(
+                report_startup(self.notifier, lambda: _catch_up_status(watcher), STARTUP_REPORT_S)
+            )
+            try:
+                caught_up = await self._until_stopped(watcher.catch_up())
+            finally:
+                startup.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await startup
+            if not caught_up or self.once:
                 return 0
             release_freed_memory()
             self.notifier.ready()
@@ -208,6 +219,12 @@ class Daemon:
         if waiting:
             text += f", waiting for {waiting} run dir(s)"
         return text
+
+
+def _catch_up_status(watcher: RunWatcher) -> str:
+    return (
+        f"catching up: {watcher.batches_committed:,} batches read from {len(watcher.runs)} run(s)"
+    )
 
 
 def tune_gc() -> None:

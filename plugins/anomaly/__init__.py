@@ -35,7 +35,8 @@ from tunewatch.plugins.anomaly.stall import StallCheck
 
 # Without an alert, state is saved at most this often; an alert always saves first.
 SAVE_INTERVAL_S = 5.0
-REPLAY_PAGE = 10_000
+# Points judged per step of a replay (~30 ms of the event loop at ~14 µs a point).
+REPLAY_PAGE = 2_000
 # Events queued for the detectors. A catch-up publishes faster than the detectors run; past
 # this the bus drops events and the plugin reads the points from the store instead, so memory
 # stays bounded (a batch holds up to ~5,000 points) and no point is skipped.

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from tunewatch.daemon.sdnotify import SdNotifier, run_watchdog
+from tunewatch.daemon.sdnotify import SdNotifier, report_startup, run_watchdog
 
 # Generous: a loaded 2-core CI box may take a while to schedule us, never this long.
 RECEIVE_TIMEOUT_S = 5.0
@@ -236,3 +236,28 @@ async def test_a_blocked_event_loop_stops_the_pings(notify_socket: socket.socket
 async def test_run_watchdog_refuses_a_non_positive_interval() -> None:
     with pytest.raises(ValueError, match="positive"):
         await run_watchdog(SdNotifier(None), 0)
+
+
+def test_extending_startup_says_how_long_and_why(notify_socket: socket.socket) -> None:
+    SdNotifier.from_env().extend_startup(20, "catching up:\n3 runs")
+    assert receive(notify_socket) == "EXTEND_TIMEOUT_USEC=20000000\nSTATUS=catching up: 3 runs"
+
+
+async def test_report_startup_extends_the_timeout_until_cancelled(
+    notify_socket: socket.socket,
+) -> None:
+    done = 0
+
+    def progress() -> str:
+        nonlocal done
+        done += 1
+        return f"catching up: {done} batches"
+
+    reporter = asyncio.create_task(report_startup(SdNotifier.from_env(), progress, 0.05))
+    first = await receive_async(notify_socket)
+    second = await receive_async(notify_socket)
+    await stop(reporter)
+    await asyncio.sleep(0.15)
+    assert first == b"EXTEND_TIMEOUT_USEC=100000\nSTATUS=catching up: 1 batches"
+    assert second == b"EXTEND_TIMEOUT_USEC=100000\nSTATUS=catching up: 2 batches"
+    assert drain(notify_socket) == []

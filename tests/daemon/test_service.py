@@ -96,6 +96,10 @@ def test_live_lines_appear_in_status_and_sigterm_exits_cleanly(tmp_path: Path) -
     with DaemonProcess(tmp_path) as daemon:
         daemon.start(str(run))
         daemon.wait_message("STATUS=watching 1 run(s), 1 file(s)")
+        # While it caught up, systemd's start timeout was pushed back, then READY=1 came.
+        extended = daemon.messages.index("EXTEND_TIMEOUT_USEC=20000000")
+        assert daemon.messages[extended + 1].startswith("STATUS=catching up: ")
+        assert extended < daemon.messages.index("READY=1")
         append(log, jsonl(2) + jsonl(3, loss=0.5))
         daemon.wait_for(lambda: (daemon.run_status("live") or {}).get("step") == 3, what="step 3")
         assert daemon.run_status("live")["loss"] == 0.5  # type: ignore[index]
