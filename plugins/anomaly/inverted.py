@@ -69,6 +69,8 @@ class _EvalOverfit:
             return None  # no train loss to compare: cannot tell overfitting from a bad run
         if self.train_mean >= self.train_at_best:
             return None
+        # A best of exactly 0 has no relative rise to speak of (and must not divide by zero).
+        rise = f"{value / self.best - 1:.0%}" if self.best > 0 else f"{value - self.best:.4g}"
         return Finding(
             kind=InvertedLossDetector.kind,
             severity="critical",
@@ -76,7 +78,7 @@ class _EvalOverfit:
             value=value,
             expected=self.best,
             detail=(
-                f"eval_loss {value:.4g} is {value / self.best - 1:.0%} above its best "
+                f"eval_loss {value:.4g} is {rise} above its best "
                 f"{self.best:.4g} after {self.since_best} evaluations while the train loss fell "
                 f"from {self.train_at_best:.4g} to {self.train_mean:.4g} (overfitting?)"
             ),
