@@ -3,7 +3,8 @@
 Each word is hashed once and n-grams are combined arithmetically (a polynomial rolling hash),
 instead of joining and hashing every n-gram string in Python. A `WordBatch` holds the words of
 many texts end to end, so a whole chunk of rows costs a handful of numpy calls, not a few per row.
-Hashes are consistent within one process, which is all the checks need.
+Word hashes come from the words' UTF-8 bytes, not from Python's `hash` (salted per process), so
+the same file gets the same near-duplicate groups in every run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ _ASCII_NON_WORD_TO_SPACE = str.maketrans(
     {chr(c): " " for c in range(128) if not (chr(c).isalnum() or chr(c) == "_")}
 )
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd: multiplication mod 2^64 loses nothing
+# A word's bytes are combined with another odd multiplier, then mixed by murmur3's finaliser,
+# so that word hashes are not a linear function of the bytes the n-gram hash combines again.
+_BYTE_MULTIPLIER = 0xC2B2AE3D27D4EB4F
+_BYTE_INVERSE = pow(_BYTE_MULTIPLIER, -1, 1 << 64)
+_FMIX_1 = np.uint64(0xFF51AFD7ED558CCD)
+_FMIX_2 = np.uint64(0xC4CEB9FE1A85EC53)
 
 FILTER_SLOTS_PER_MEMBER = 16
 
@@ -61,13 +68,61 @@ def word_batch(texts: Sequence[str]) -> WordBatch:
     words = [words_of(text) for text in texts]
     offsets = np.zeros(len(texts) + 1, dtype=np.intp)
     np.cumsum(np.fromiter(map(len, words), dtype=np.intp, count=len(words)), out=offsets[1:])
-    total = int(offsets[-1])
-    hashed = np.fromiter(map(hash, chain.from_iterable(words)), dtype=np.int64, count=total)
-    return WordBatch(hashed.view(np.uint64), offsets)
+    return WordBatch(hash_words(" ".join(chain.from_iterable(words))), offsets)
+
+
+def hash_words(spaced: str) -> Hashes:
+    """A 64-bit hash of each word of `spaced`, words separated by exactly one space.
+
+    The hash of bytes b[s:e] is mix(sum(b[j] * K^(j - s))): prefix sums of b[j] * K^j give
+    every word's sum at once, and K^-s (K is odd, so invertible mod 2^64) shifts it to start
+    at power 0, so a word hashes the same wherever it stands.
+    """
+    if not spaced:
+        return np.zeros(0, dtype=np.uint64)
+    data = np.frombuffer(spaced.encode("utf-8"), dtype=np.uint8)
+    n = len(data)
+    powers, inverse = _byte_powers(n + 1)
+    with np.errstate(over="ignore"):
+        prefix = np.zeros(n + 1, dtype=np.uint64)
+        weighted = data.astype(np.uint64)
+        weighted += np.uint64(1)  # so that a zero byte still counts
+        weighted *= powers[:n]
+        np.cumsum(weighted, out=prefix[1:])
+        spaces = np.flatnonzero(data == 32)
+        starts = np.concatenate(([0], spaces + 1))
+        ends = np.concatenate((spaces, [n]))
+        x = (prefix[ends] - prefix[starts]) * inverse[starts]
+        # murmur3's fmix64: every input bit reaches every output bit.
+        x ^= x >> np.uint64(33)
+        x *= _FMIX_1
+        x ^= x >> np.uint64(33)
+        x *= _FMIX_2
+        x ^= x >> np.uint64(33)
+    return x
 
 
 def word_hashes(text: str) -> Hashes:
     return word_batch([text]).hashes
+
+
+_POWER_TABLES: list[tuple[Hashes, Hashes]] = []
+
+
+def _byte_powers(n: int) -> tuple[Hashes, Hashes]:
+    """K^1..K^n and K^-1..K^-n, kept from call to call (a chunk of rows is a few hundred KB)."""
+    if _POWER_TABLES and len(_POWER_TABLES[0][0]) >= n:
+        return _POWER_TABLES[0]
+    size = max(n, 2 * len(_POWER_TABLES[0][0]) if _POWER_TABLES else 1 << 16)
+    tables: tuple[Hashes, Hashes] = (
+        np.full(size, _BYTE_MULTIPLIER, dtype=np.uint64),
+        np.full(size, _BYTE_INVERSE, dtype=np.uint64),
+    )
+    with np.errstate(over="ignore"):
+        for table in tables:
+            np.cumprod(table, out=table)
+    _POWER_TABLES[:] = [tables]
+    return tables
 
 
 def _rolling(words: Hashes, n: int) -> Hashes:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import subprocess
+import sys
 
 import numpy as np
 from hypothesis import given
@@ -12,6 +15,7 @@ from hypothesis import strategies as st
 from tunewatch.plugins.validate.ngrams import (
     HashFilter,
     batch_ngram_hashes,
+    hash_words,
     ngram_hashes,
     word_batch,
     word_hashes,
@@ -74,3 +78,34 @@ def test_a_hash_filter_never_misses_a_member_and_admits_few_others() -> None:
     table = HashFilter(members)
     assert table.maybe(members).all()
     assert table.maybe(others).mean() < 0.1
+
+
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=["Zs", "Cc"]), min_size=1)))
+def test_a_word_hashes_the_same_wherever_it_stands(words: list[str]) -> None:
+    words = [w for w in words if " " not in w]
+    hashed = hash_words(" ".join(words)).tolist()
+    assert len(hashed) == len(words)
+    by_word: dict[str, int] = {}
+    for word, value in zip(words, hashed, strict=True):
+        assert by_word.setdefault(word, value) == value
+    assert len(set(by_word.values())) == len(by_word)  # 64-bit: no collision among a few words
+
+
+def test_word_hashes_do_not_depend_on_the_process() -> None:
+    """Python's str hash is salted per process; these must not be, or near-duplicate groups
+    (MinHash over word n-grams) would change from one run of `tunewatch validate` to the next."""
+    code = (
+        "from tunewatch.plugins.validate.ngrams import word_batch;"
+        "print(word_batch(['Hello, world!', 'héllo again']).hashes.tolist())"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(outputs) == 1
