@@ -7,6 +7,7 @@ in numpy arrays; candidate pairs are found at the end by sorting each band, not 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -33,7 +34,11 @@ def normalise(text: str) -> str:
 
 def row_digest(row: Any) -> bytes:
     """8 bytes, the same for rows that differ only in key order, case and whitespace runs."""
-    text = orjson.dumps(row, option=orjson.OPT_SORT_KEYS)
+    try:
+        text = orjson.dumps(row, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer beyond 64 bits, valid JSON that orjson cannot write back
+        compact = json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        text = compact.encode("utf-8", "surrogatepass")
     if text.isascii():
         # What normalise() does, on bytes: JSON escapes control characters, so the only
         # whitespace here is the space that bytes.split() and str.split() both know.

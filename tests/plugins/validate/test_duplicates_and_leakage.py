@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -63,6 +65,17 @@ def test_a_rows_digest_is_that_of_its_normalised_sorted_json(row: object) -> Non
     text = orjson.dumps(row, option=orjson.OPT_SORT_KEYS).decode()
     normalised = normalise(text).encode("utf-8", "surrogatepass")
     assert row_digest(row) == hashlib.blake2b(normalised, digest_size=8).digest()
+
+
+def test_integers_beyond_64_bits_are_data_like_any_other(tmp_path: Path) -> None:
+    """orjson cannot write them back; the duplicate check must still digest such rows."""
+    big = 123456789012345678901234567890
+    rows = [{"prompt": f"Is {big} even?", "completion": "Yes", "id": big + i % 2} for i in range(3)]
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(rows), encoding="utf-8")  # a JSON array, parsed with big ints
+    report = validate_file(path)
+    assert report.examples == 3
+    assert report.duplicate_groups == ((1, 3),)
 
 
 def test_near_duplicates_are_grouped_with_their_lines(write_jsonl: WriteRows) -> None:
