@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from array import array
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from tunewatch.daemon.events import MetricsLogged
 from tunewatch.daemon.metric_chunks import PackedChunk, pack_points, unpack
 
@@ -72,3 +75,48 @@ def test_thinning_twice_keeps_the_original_seqs_and_a_rare_metric() -> None:
     twice = round_trip(once.thinned(100))
     assert [seq for seq, *_ in twice.points()] == [1, 5, 30]
     assert [seq for seq, *_ in round_trip(pack_points([point(1, 1, loss=1.0)])).points()] == [1]
+
+
+names = st.sampled_from(["loss", "eval_loss", "learning_rate", "grad_norm", "rewards/chosen"])
+logged_points = st.lists(
+    st.tuples(st.integers(0, 2**63 - 1), st.dictionaries(names, st.floats(), max_size=4)),
+    min_size=1,
+    max_size=60,
+)
+
+
+def as_text(points: object) -> str:
+    """NaN-safe equality (repr(nan) == "nan"), metrics compared in name order."""
+    if isinstance(points, dict):
+        return as_text(sorted(points.items()))
+    if isinstance(points, list | tuple):
+        return "[" + ", ".join(as_text(p) for p in points) + "]"
+    return repr(points)
+
+
+@given(logged_points, st.integers(1, 2**40))
+def test_any_points_read_back_exactly(raw: list[tuple[int, dict[str, float]]], first: int) -> None:
+    points = [point(first + i, step, **metrics) for i, (step, metrics) in enumerate(raw)]
+    chunk = round_trip(pack_points(points))
+    assert as_text(list(chunk.points())) == as_text(
+        [(p.seq, p.step, p.time, dict(p.metrics)) for p in points]
+    )
+
+
+@given(logged_points, st.integers(1, 50))
+def test_thinning_keeps_a_subset_with_every_non_finite_value(
+    raw: list[tuple[int, dict[str, float]]], keep_every: int
+) -> None:
+    points = [point(1 + i, step, **metrics) for i, (step, metrics) in enumerate(raw)]
+    full = {seq: (step, metrics) for seq, step, _, metrics in pack_points(points).points()}
+    thin = list(round_trip(pack_points(points).thinned(keep_every)).points())
+    kept = {seq: (step, metrics) for seq, step, _, metrics in thin}
+    assert as_text(kept) == as_text({seq: full[seq] for seq in kept})  # unchanged points
+    assert {1, len(points)} <= kept.keys()
+    non_finite = {s for s, (_, m) in full.items() if any(not math.isfinite(v) for v in m.values())}
+    assert non_finite <= kept.keys()
+    for name in {n for _, m in full.values() for n in m}:
+        finite = [m[name] for _, m in full.values() if name in m and math.isfinite(m[name])]
+        kept_values = [m[name] for _, m in kept.values() if name in m]
+        if finite:
+            assert min(finite) in kept_values and max(finite) in kept_values
