@@ -80,7 +80,7 @@ def hash_words(spaced: str) -> Hashes:
     """
     if not spaced:
         return np.zeros(0, dtype=np.uint64)
-    data = np.frombuffer(spaced.encode("utf-8"), dtype=np.uint8)
+    data = np.frombuffer(spaced.encode("utf-8", "surrogatepass"), dtype=np.uint8)
     n = len(data)
     powers, inverse = _byte_powers(n + 1)
     with np.errstate(over="ignore"):
