@@ -30,7 +30,7 @@ from tunewatch.daemon.metric_chunks import (
     pack_points,
     unpack,
 )
-from tunewatch.daemon.store_migrations import migrate_chunks_from_v1
+from tunewatch.daemon.store_migrations import migrate_from_v1
 
 SCHEMA_VERSION = 2
 
@@ -45,6 +45,8 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT,
     total_steps INTEGER,
     pid INTEGER,
+    status_step INTEGER,  -- the step and source that reported `status` (see _apply_status)
+    status_source TEXT,
     first_seen REAL NOT NULL,
     updated REAL NOT NULL
 );
@@ -191,7 +193,7 @@ class Store:
                 f"({SCHEMA_VERSION}); upgrade tunewatch"
             )
         if version == 1:
-            migrate_chunks_from_v1(self.db, _SCHEMA)
+            migrate_from_v1(self.db, _SCHEMA)
         with self.db:
             self.db.executescript(_SCHEMA)
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -306,12 +308,29 @@ class Store:
         self._next_seq = seq
 
     def _apply_status(self, event: ev.Event, run_id: int, now: float) -> None:
+        """Make a reported status the run's current one, unless it is older news.
+
+        Sources are read in no fixed order: catching up on a finished run can read the status
+        file's "completed" at step 30 before checkpoint-10's trainer_state.json, whose progress
+        implies "training" at step 10. A status about an earlier or the same step, from another
+        source, is kept in the history only. The same source going back in steps is news (a
+        run resumed from an earlier checkpoint) and applies.
+        """
         if not isinstance(event, ev.StatusChanged):
             return
+        step, source = self.db.execute(
+            "SELECT status_step, status_source FROM runs WHERE id = ?", (run_id,)
+        ).fetchone()
+        current = event.step is None or step is None or event.source == source or event.step > step
+        if current:
+            self.db.execute(
+                "UPDATE runs SET status = ?, status_step = ?, status_source = ? WHERE id = ?",
+                (event.status, event.step, event.source, run_id),
+            )
         self.db.execute(
-            "UPDATE runs SET status = ?, total_steps = coalesce(?, total_steps),"
-            " pid = coalesce(?, pid), updated = ? WHERE id = ?",
-            (event.status, event.total_steps, event.pid, now, run_id),
+            "UPDATE runs SET total_steps = coalesce(?, total_steps), pid = coalesce(?, pid),"
+            " updated = ? WHERE id = ?",
+            (event.total_steps, event.pid, now, run_id),
         )
 
     def _save_file_state(self, s: FileState, now: float) -> None:

@@ -10,14 +10,17 @@ from tunewatch.daemon.events import MetricsLogged
 from tunewatch.daemon.metric_chunks import INSERT_SQL, pack_points, rows
 
 
-def migrate_chunks_from_v1(db: sqlite3.Connection, schema: str) -> None:
+def migrate_from_v1(db: sqlite3.Connection, schema: str) -> None:
     """Version 1 kept each chunk as a JSON array of points; repack them as columns (version 2).
 
-    `schema` is the current schema script; it creates the new table. Either the whole upgrade
-    commits or nothing changes, so a crash half-way leaves a version 1 database to retry.
+    Runs also gain the step and source of their status. `schema` is the current schema script;
+    it creates the new table. Either the whole upgrade commits or nothing changes, so a crash
+    half-way leaves a version 1 database to retry.
     """
     db.executescript(
         "BEGIN IMMEDIATE;"
+        " ALTER TABLE runs ADD COLUMN status_step INTEGER;"
+        " ALTER TABLE runs ADD COLUMN status_source TEXT;"
         " DROP INDEX IF EXISTS chunks_by_run;"
         " ALTER TABLE metric_chunks RENAME TO metric_chunks_v1;" + schema
     )

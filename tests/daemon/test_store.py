@@ -306,9 +306,10 @@ def test_a_version_1_database_is_upgraded_without_losing_a_point(tmp_path: Path)
     tables = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master")}
     assert "metric_chunks_v1" not in tables and "chunks_by_run" in tables
     run_id = store.ensure_run("/r", "run-a")
-    new = [metric(40)]
+    new: list[RunEvent] = [metric(40), status("training", 40, "training_status.json")]
     store.commit_batch(run_id, new, None)
     assert new[0].seq == 5
+    assert store.runs()[0].status == "training"
     store.close()
 
 
@@ -327,4 +328,24 @@ def test_only_old_chunks_are_thinned_and_each_only_once(tmp_path: Path) -> None:
     assert store.max_step(run_id) == 5000
     assert [p.seq for p in store.metrics(after_seq=950)] == [1000, 1001]
     assert store.latest_metric(run_id, "loss").step == 5000  # type: ignore[union-attr]
+    store.close()
+
+
+def status(value: str, step: int, source: str) -> StatusChanged:
+    return StatusChanged(run="run-a", status=value, source=source, step=step, total_steps=30)
+
+
+def test_an_older_status_from_another_source_does_not_undo_a_newer_one(tmp_path: Path) -> None:
+    """Catching up on a finished run reads its sources in no fixed order."""
+    store = Store(tmp_path / "state.db")
+    run_id = store.ensure_run("/r", "run-a")
+    store.commit_batch(run_id, [status("completed", 30, "training_status.json")], None)
+    # checkpoint-10's trainer_state.json, read later, implies "training" at step 10 (and 30).
+    store.commit_batch(run_id, [status("training", 10, "trainer_state.json")], None)
+    store.commit_batch(run_id, [status("training", 30, "trainer_state.json")], None)
+    assert store.runs()[0].status == "completed"
+    assert store.count_events(run_id, "status") == 3  # still in the history
+    # The status file itself going back in steps is news: the run was resumed.
+    store.commit_batch(run_id, [status("training", 20, "training_status.json")], None)
+    assert store.runs()[0].status == "training"
     store.close()
