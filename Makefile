@@ -56,6 +56,8 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/tail_latency.py
 	$(BIN)/python bench/catchup_throughput.py
 	$(BIN)/python bench/idle_footprint.py
+	$(BIN)/python bench/anomaly_quality.py
+	$(BIN)/python bench/validate_throughput.py --repeat 2
 
 clean:
 	rm -rf build $(DEMO_DIR) .mypy_cache .pytest_cache .ruff_cache
