@@ -71,8 +71,10 @@ class PackedChunk:
             metrics = {
                 name: values[i] for name, (values, mask) in columns if mask is None or mask[i]
             }
-            seq = self.seqs[i] if self.seqs is not None else self.first_seq + i
-            yield seq, step, when, metrics
+            yield self._seq(i), step, when, metrics
+
+    def _seq(self, i: int) -> int:
+        return self.seqs[i] if self.seqs is not None else self.first_seq + i
 
     def thinned(self, keep_every: int) -> PackedChunk:
         """Every `keep_every`-th point, plus the points a person would look for in old history.
@@ -91,9 +93,7 @@ class PackedChunk:
                 keep.add(min(finite, key=values.__getitem__))
                 keep.add(max(finite, key=values.__getitem__))
         kept = sorted(keep)
-        seqs = array(
-            "q", [self.seqs[i] if self.seqs is not None else self.first_seq + i for i in kept]
-        )
+        seqs = array("q", [self._seq(i) for i in kept])
         columns: dict[str, tuple[array[float], bytes | None]] = {}
         for name, (values, mask) in self.columns.items():
             # Each metric keeps at least its extremes, so no column is left empty.
@@ -115,7 +115,7 @@ INSERT_SQL = (
 )
 
 
-def rows(run_id: int, chunks: Sequence[PackedChunk]) -> list[tuple[object, ...]]:
+def chunk_rows(run_id: int, chunks: Sequence[PackedChunk]) -> list[tuple[object, ...]]:
     """The `metric_chunks` rows of `chunks`, for `executemany(INSERT_SQL, ...)`."""
     return [
         (

@@ -39,7 +39,6 @@ log = structlog.get_logger(__name__)
 STATUS_INTERVAL_S = 10.0
 # While catching up, systemd's start timeout is pushed back this often (see report_startup).
 STARTUP_REPORT_S = 10.0
-_RUN_EVENTS = (ev.MetricsLogged, ev.StatusChanged, ev.CheckpointSaved, ev.SourceError)
 
 
 class Daemon:
@@ -75,7 +74,7 @@ class Daemon:
 
         # Run events are stored by the ingest transaction itself; this records what plugins say.
         for event_type in RECORDED_TYPES:
-            if not issubclass(event_type, _RUN_EVENTS):
+            if not issubclass(event_type, ev.RunEvent):
                 bus.subscribe(event_type, record, name=f"history:{event_type.__name__}")
         host = PluginHost()
         watcher = RunWatcher(self.settings, store, bus, self.run_specs())
@@ -97,7 +96,6 @@ class Daemon:
                     await startup
             if not caught_up or self.once:
                 return 0
-            release_freed_memory()
             self.notifier.ready()
             interval = self.notifier.watchdog_interval_s()
             if interval is not None:

@@ -21,11 +21,12 @@ from typing import Any, ParamSpec, TypeVar
 import orjson
 
 from tunewatch.daemon import events as ev
-from tunewatch.daemon import metric_chunks
 from tunewatch.daemon.history import HistoryRow, is_recorded, to_row
 from tunewatch.daemon.metric_chunks import (
     CHUNK_POINTS,
+    INSERT_SQL,
     PackedChunk,
+    chunk_rows,
     pack_batch,
     pack_points,
     unpack,
@@ -77,8 +78,7 @@ CREATE TABLE IF NOT EXISTS metric_chunks (
     last_time REAL NOT NULL,
     names TEXT NOT NULL,
     data BLOB NOT NULL,
-    seqs BLOB,  -- the kept points' seqs once thinned; NULL while they run from first_seq on
-    thinned INTEGER NOT NULL DEFAULT 0
+    seqs BLOB  -- the kept points' seqs once thinned; NULL while they run from first_seq on
 );
 CREATE INDEX IF NOT EXISTS chunks_by_run ON metric_chunks(run_id, last_seq);
 CREATE TABLE IF NOT EXISTS events (
@@ -299,7 +299,7 @@ class Store:
             chunks.append(pack_points(pending))
         with self.db:
             if chunks:
-                self.db.executemany(metric_chunks.INSERT_SQL, metric_chunks.rows(run_id, chunks))
+                self.db.executemany(INSERT_SQL, chunk_rows(run_id, chunks))
             for other in history:
                 self._insert_history(other, run_id, other.seq)
                 self._apply_status(other, run_id, now)
@@ -318,19 +318,16 @@ class Store:
         """
         if not isinstance(event, ev.StatusChanged):
             return
-        step, source = self.db.execute(
-            "SELECT status_step, status_source FROM runs WHERE id = ?", (run_id,)
+        status, step, source = self.db.execute(
+            "SELECT status, status_step, status_source FROM runs WHERE id = ?", (run_id,)
         ).fetchone()
-        current = event.step is None or step is None or event.source == source or event.step > step
-        if current:
-            self.db.execute(
-                "UPDATE runs SET status = ?, status_step = ?, status_source = ? WHERE id = ?",
-                (event.status, event.step, event.source, run_id),
-            )
+        if event.step is None or step is None or event.source == source or event.step > step:
+            status, step, source = event.status, event.step, event.source
         self.db.execute(
-            "UPDATE runs SET total_steps = coalesce(?, total_steps), pid = coalesce(?, pid),"
-            " updated = ? WHERE id = ?",
-            (event.total_steps, event.pid, now, run_id),
+            "UPDATE runs SET status = ?, status_step = ?, status_source = ?,"
+            " total_steps = coalesce(?, total_steps), pid = coalesce(?, pid), updated = ?"
+            " WHERE id = ?",
+            (status, step, source, event.total_steps, event.pid, now, run_id),
         )
 
     def _save_file_state(self, s: FileState, now: float) -> None:
@@ -397,7 +394,7 @@ class Store:
         """
         found = self.db.execute(
             f"SELECT id, {_UNPACK_COLUMNS} FROM metric_chunks"
-            " WHERE thinned = 0 AND last_time < ? ORDER BY id LIMIT ?",
+            " WHERE seqs IS NULL AND last_time < ? ORDER BY id LIMIT ?",
             (older_than, max_chunks),
         ).fetchall()
         updates = []
@@ -406,8 +403,7 @@ class Store:
             updates.append((len(thin), thin.names_text(), thin.data(), thin.seqs_data(), chunk_id))
         with self.db:
             self.db.executemany(
-                "UPDATE metric_chunks SET n = ?, names = ?, data = ?, seqs = ?, thinned = 1"
-                " WHERE id = ?",
+                "UPDATE metric_chunks SET n = ?, names = ?, data = ?, seqs = ? WHERE id = ?",
                 updates,
             )
         return len(updates)

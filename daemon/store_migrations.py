@@ -7,7 +7,7 @@ import sqlite3
 import orjson
 
 from tunewatch.daemon.events import MetricsLogged
-from tunewatch.daemon.metric_chunks import INSERT_SQL, pack_points, rows
+from tunewatch.daemon.metric_chunks import INSERT_SQL, chunk_rows, pack_points
 
 
 def migrate_from_v1(db: sqlite3.Connection, schema: str) -> None:
@@ -30,7 +30,7 @@ def migrate_from_v1(db: sqlite3.Connection, schema: str) -> None:
         ).fetchall()
         for run_id, source, text in old:
             chunks = [pack_points(points) for points in _consecutive(_v1_points(source, text))]
-            db.executemany(INSERT_SQL, rows(run_id, chunks))
+            db.executemany(INSERT_SQL, chunk_rows(run_id, chunks))
         db.execute("DROP TABLE metric_chunks_v1")
         db.execute("PRAGMA user_version = 2")
         db.commit()

@@ -159,11 +159,7 @@ def split_step(raw: Mapping[str, object]) -> tuple[int | None, dict[str, float]]
     become floats. NaN and infinities are kept: detecting them is the point. The first key
     spelling a usable step wins; other step spellings are not metrics.
     """
-    keys = tuple(raw)
-    layout = _LAYOUTS.get(keys)
-    if layout is None:
-        layout = _layout(keys)
-    step_keys, metric_keys = layout
+    step_keys, metric_keys = key_layout(tuple(raw))
     step: int | None = None
     for key in step_keys:
         value = raw[key]
