@@ -150,6 +150,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_events(args: argparse.Namespace) -> int:
+    from tunewatch.daemon.text import printable
+
     store = _open_store(args)
     try:
         rows = store.history(
@@ -176,9 +178,8 @@ def _cmd_events(args: argparse.Namespace) -> int:
             sys.stdout.write(orjson.dumps(obj).decode() + "\n")
             continue
         when = dt.datetime.fromtimestamp(row.time).strftime("%Y-%m-%d %H:%M:%S")
-        sys.stdout.write(
-            f"{when}  {row.run or '-':<16} {row.kind:<12} {row.severity:<8} {row.summary}\n"
-        )
+        line = f"{when}  {row.run or '-':<16} {row.kind:<12} {row.severity:<8} {row.summary}"
+        sys.stdout.write(printable(line) + "\n")  # a summary quotes log lines and file names
     return EXIT_OK
 
 

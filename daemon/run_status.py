@@ -8,6 +8,7 @@ from typing import Any
 
 from tunewatch.daemon.history import fmt_step, fmt_value
 from tunewatch.daemon.store import Store
+from tunewatch.daemon.text import printable
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,5 +131,6 @@ def render_status(runs: list[RunStatus]) -> str:
         if r.last_error:
             errors += f" (last: {r.last_error})"
         lines.append(f"  source errors  {errors}")
-        blocks.append("\n".join(lines))
+        # Names, paths, statuses and error text come from files: escape what they hold.
+        blocks.append("\n".join(map(printable, lines)))
     return "\n\n".join(blocks) + "\n"

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures.daemon_process import DaemonProcess
 
 from tunewatch.daemon.cli import main, parse_duration_s
 from tunewatch.daemon.events import (
@@ -183,3 +184,53 @@ def test_install_service_writes_the_unit_and_prints_next_steps(
 def test_plugins_lists_the_built_in_plugins(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plugins"]) == 0
     assert "resources\ttunewatch.plugins.resources.ResourcesPlugin" in capsys.readouterr().out
+
+
+TITLE_ESCAPE = "\x1b]0;PWNED\x07"  # would retitle the terminal
+
+
+def test_status_and_events_show_escape_sequences_from_files_instead_of_obeying_them(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = Store(home / "state" / "tunewatch" / "state.db")
+    run = store.ensure_run(str(home / f"run{TITLE_ESCAPE}"), f"run{TITLE_ESCAPE}\u202e")
+    bad_line = f"{TITLE_ESCAPE}\x9b2J\r\n"
+    store.commit_batch(
+        run,
+        [
+            StatusChanged(run="x", status=f"training{TITLE_ESCAPE}", source="s"),
+            SourceError("x", "m.jsonl", "invalid_json", f"invalid JSON: {bad_line}", "m.jsonl:2"),
+        ],
+        None,
+    )
+    store.close()
+    assert main(["status"]) == 0
+    assert main(["events"]) == 0
+    out = capsys.readouterr().out
+    assert not {"\x1b", "\x07", "\x9b", "\r", "\u202e"} & set(out)
+    assert "run\\x1b]0;PWNED\\x07\\u202e  (" in out  # name and path, on the run's own line
+    assert "status         training\\x1b]0;PWNED\\x07" in out
+    assert "invalid JSON: \\x1b]0;PWNED\\x07\\x9b2J\\r\\n" in out  # in status and in events
+    assert out.count("invalid JSON: \\x1b]0;PWNED\\x07") == 2
+    # JSON output keeps the data exactly (JSON escapes it by itself).
+    assert main(["events", "--json", "--kind", "source_error"]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert bad_line in row["summary"]
+
+
+def test_a_daemon_reading_escape_sequences_from_a_log_never_prints_them(tmp_path: Path) -> None:
+    # The reproduction: printf '\x1b]0;PWNED\x07...' >> run/m.jsonl, a run directory
+    # name holding one too, and the console log format a person sees in a terminal.
+    run = tmp_path / f"run-{TITLE_ESCAPE}"
+    run.mkdir()
+    log = run / "m.jsonl"
+    log.write_bytes(b'{"step": 1, "loss": 1.0}\n' + TITLE_ESCAPE.encode() + b"...\n")
+    config = tmp_path / "tunewatch.toml"
+    config.write_text('[daemon]\nlog_format = "console"\n')
+    with DaemonProcess(tmp_path) as daemon:
+        ran = daemon.cli("--config", str(config), "run", "--once", "--no-notifications", str(run))
+        status = daemon.cli("status").stdout
+        events = daemon.cli("events").stdout
+    for out in (ran.stderr, status, events):
+        assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b]0;PWNED\\x07..." in status and "\\x1b]0;PWNED\\x07..." in events
