@@ -2,12 +2,15 @@
 
 Defaults live in the dataclasses below; the top-level `config.toml` documents the same values
 (a test keeps the two equal). Plugins describe their own section with a dataclass and validate it
-with `parse_section`, so every section reports errors the same way.
+with `parse_section`, so every section reports errors the same way. A number field that only
+works within limits says so in its type, e.g. `interval_s: PositiveFloat` or
+`Annotated[float, GreaterThan(0), AtMost(1)]`, and a value outside them is refused by name.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -15,7 +18,7 @@ import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 T = TypeVar("T")
 
@@ -26,18 +29,58 @@ class ConfigError(Exception):
     """A configuration mistake: names the file, the key and what was expected."""
 
 
+# Every number setting is non-negative and finite; these narrow a field further, read by
+# `parse_section` from the field's `Annotated` type.
+@dataclass(frozen=True, slots=True)
+class AtLeast:
+    """The smallest value a number setting may take: `Annotated[int, AtLeast(1)]`."""
+
+    minimum: float
+
+    def violation(self, value: float) -> str | None:
+        return None if value >= self.minimum else f"must be at least {self.minimum:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class GreaterThan:
+    """A bound the setting must exceed: `Annotated[float, GreaterThan(0)]` for an interval."""
+
+    minimum: float
+
+    def violation(self, value: float) -> str | None:
+        return None if value > self.minimum else f"must be greater than {self.minimum:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class AtMost:
+    """The largest value a number setting may take: `Annotated[float, AtMost(1)]`."""
+
+    maximum: float
+
+    def violation(self, value: float) -> str | None:
+        return None if value <= self.maximum else f"must be at most {self.maximum:g}"
+
+
+Bound = AtLeast | GreaterThan | AtMost
+
+# An interval, timeout or wait whose zero would spin the CPU or never wait at all.
+PositiveFloat = Annotated[float, GreaterThan(0)]
+# A count or size whose zero would let nothing through (a queue, a window, a line length).
+PositiveInt = Annotated[int, AtLeast(1)]
+
+
 @dataclass(frozen=True, slots=True)
 class DaemonSettings:
     runs: tuple[str, ...] = (".",)
     state_dir: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "console", "json"] = "auto"
-    rescan_interval_s: float = 30.0
-    watch_step_ms: int = 50
-    queue_size: int = 10_000
-    drain_timeout_s: float = 5.0
-    downsample_after_days: float = 30.0
-    downsample_keep_every: int = 10
+    rescan_interval_s: PositiveFloat = 30.0
+    watch_step_ms: PositiveInt = 50
+    queue_size: PositiveInt = 10_000
+    drain_timeout_s: float = 5.0  # 0: stop at once, dropping what plugins still have queued
+    downsample_after_days: float = 30.0  # 0: never thin
+    downsample_keep_every: PositiveInt = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +91,7 @@ class SourceSettings:
     text_globs: tuple[str, ...] = ("*.log",)
     text_preset: Literal["step_loss", "megatron"] = "step_loss"
     text_regex: str = ""
-    max_line_bytes: int = 10 * 1024 * 1024
+    max_line_bytes: PositiveInt = 10 * 1024 * 1024
     trainer_state: bool = True
 
 
@@ -125,9 +168,10 @@ def settings_from_mapping(
 
 
 def parse_section(cls: type[T], table: Mapping[str, Any], section: str, origin: str = "") -> T:
-    """Build the dataclass `cls` from a TOML table, rejecting unknown keys and wrong types."""
+    """Build the dataclass `cls` from a TOML table, rejecting unknown keys, wrong types and
+    numbers outside their field's bounds."""
     prefix = f"{origin}: " if origin else ""
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     values: dict[str, Any] = {}
     for key, value in table.items():
@@ -140,6 +184,10 @@ def parse_section(cls: type[T], table: Mapping[str, Any], section: str, origin: 
             raise ConfigError(
                 f"{prefix}[{section}] {key}: expected {exc.expected}, got {_describe(value)}"
             ) from None
+        except _OutOfRange as exc:
+            raise ConfigError(
+                f"{prefix}[{section}] {key}: {exc.problem}, got {_shown(value)}"
+            ) from None
     return cls(**values)
 
 
@@ -149,20 +197,28 @@ class _Mismatch(Exception):
         self.expected = expected
 
 
-def _coerce(value: Any, hint: Any) -> Any:
+class _OutOfRange(Exception):
+    """The right type, but a value the setting cannot work with."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+def _coerce(value: Any, hint: Any, *, lower_bounded: bool = False) -> Any:
     origin = typing.get_origin(hint)
+    if origin is Annotated:
+        base, *metadata = typing.get_args(hint)
+        bounds = [m for m in metadata if isinstance(m, Bound)]
+        # A field's own lower bound replaces the non-negative rule, so that -1 gets its message.
+        lower = any(isinstance(b, AtLeast | GreaterThan) for b in bounds)
+        return _within_bounds(_coerce(value, base, lower_bounded=lower), bounds)
     if hint is bool:
         if isinstance(value, bool):
             return value
         raise _Mismatch("true or false")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-        raise _Mismatch("a non-negative integer")
-    if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-            return float(value)
-        raise _Mismatch("a non-negative number")
+    if hint is int or hint is float:
+        return _number(value, hint, lower_bounded)
     if hint is str:
         if isinstance(value, str):
             return value
@@ -191,16 +247,43 @@ def _coerce(value: Any, hint: Any) -> Any:
     raise _Mismatch(_name(hint))
 
 
+def _number(value: Any, hint: type[int] | type[float], lower_bounded: bool) -> int | float:
+    """`value` as an int or float setting: finite, and non-negative unless the field bounds it."""
+    expected = "a non-negative integer" if hint is int else "a non-negative number"
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if not (is_int or (hint is float and isinstance(value, float))):
+        raise _Mismatch(expected)
+    try:
+        number = hint(value)
+    except OverflowError:  # an integer beyond float range
+        raise _OutOfRange("must be a finite number") from None
+    if not math.isfinite(number):  # TOML has inf and nan: no setting can work with them
+        raise _OutOfRange("must be a finite number")
+    if number < 0 and not lower_bounded:
+        raise _Mismatch(expected)
+    return number
+
+
+def _within_bounds(value: Any, bounds: Iterable[Bound]) -> Any:
+    for bound in bounds:
+        problem = bound.violation(value)
+        if problem is not None:
+            raise _OutOfRange(problem)
+    return value
+
+
 def _name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
 def _describe(value: Any) -> str:
     kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list"}
+    return f"{kind.get(type(value), type(value).__name__)} {_shown(value)}"
+
+
+def _shown(value: Any) -> str:
     shown = repr(value)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return f"{kind.get(type(value), type(value).__name__)} {shown}"
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def _check_paths(settings: Settings) -> None:
@@ -217,11 +300,6 @@ def _check_paths(settings: Settings) -> None:
             raise ConfigError(f"{settings.origin}: [paths] {key}: must not be empty")
     if not settings.daemon.runs:
         raise ConfigError(f"{settings.origin}: [daemon] runs: list at least one run directory")
-    if settings.daemon.downsample_after_days < 0 or settings.daemon.downsample_keep_every < 1:
-        raise ConfigError(
-            f"{settings.origin}: [daemon] downsample_after_days must be >= 0 (0 keeps every point)"
-            " and downsample_keep_every >= 1"
-        )
     if settings.sources.text_regex:
         from tunewatch.daemon.sources.text_regex import TextPattern
 

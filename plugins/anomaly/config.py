@@ -2,13 +2,21 @@
 
 config.toml documents each key with the same defaults (a test keeps them equal). The defaults
 were tuned with `bench/anomaly_quality.py` on its development seeds; docs/benchmarks.md reports
-the held-out figures.
+the held-out figures. A value no detector can work with (a window too short for its statistic)
+is refused by name when the config is loaded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
+
+from tunewatch.daemon.config import AtLeast, AtMost, GreaterThan, PositiveInt
+from tunewatch.plugins.anomaly.spike import MIN_WINDOW as SPIKE_MIN_WINDOW
+from tunewatch.plugins.anomaly.zscore import MIN_WINDOW as ZSCORE_MIN_WINDOW
+
+# The weight of the newest point in an EWMA: 0 would never move, above 1 would overshoot.
+EwmaWeight = Annotated[float, GreaterThan(0), AtMost(1)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,40 +33,45 @@ class AnomalyConfig:
     non_finite_metrics: tuple[str, ...] = ("loss", "eval_loss", "grad_norm")
 
     spike_metrics: tuple[str, ...] = ("loss", "eval_loss")
-    spike_window_points: int = 50
-    spike_eval_window_points: int = 10
+    # A rolling median needs a few points; a shorter window would never judge (spikes off).
+    spike_window_points: Annotated[int, AtLeast(SPIKE_MIN_WINDOW)] = 50
+    spike_eval_window_points: Annotated[int, AtLeast(SPIKE_MIN_WINDOW)] = 10
     spike_mad_z: float = 5.0
     spike_min_rise: float = 0.5
-    spike_ratio: float = 10.0
+    # At 1 or below, any point above its median would be a spike.
+    spike_ratio: Annotated[float, GreaterThan(1)] = 10.0
 
     divergence_metric: str = "loss"
-    divergence_ewma_alpha: float = 0.3
+    divergence_ewma_alpha: EwmaWeight = 0.3
     divergence_min_rise: float = 0.3
     divergence_sigmas: float = 10.0
-    divergence_points: int = 3
+    divergence_points: PositiveInt = 3
 
-    inverted_evals: int = 3
+    inverted_evals: PositiveInt = 3
     inverted_min_rise: float = 0.02
-    inverted_reward_points: int = 10
+    # A mean's standard error needs two points; with one, any negative margin would alert.
+    inverted_reward_points: Annotated[int, AtLeast(2)] = 10
 
     zscore_metrics: tuple[str, ...] = ("grad_norm",)
-    zscore_window_points: int = 100
+    zscore_window_points: Annotated[int, AtLeast(ZSCORE_MIN_WINDOW)] = 100
     zscore_warmup_points: int = 50
-    zscore_sigmas: float = 5.0
+    # Nothing else guards this detector: at 0 sigmas every point off the mean is an outlier.
+    zscore_sigmas: Annotated[float, GreaterThan(0)] = 5.0
     zscore_severity: Literal["normal", "critical"] = "normal"
 
     accuracy_metrics: tuple[str, ...] = ("accuracy", "eval_accuracy")
     accuracy_drop_points: float = 5.0
     accuracy_sigmas: float = 8.0
-    accuracy_window_points: int = 200
-    accuracy_ewma_alpha: float = 0.1
+    accuracy_window_points: PositiveInt = 200
+    accuracy_ewma_alpha: EwmaWeight = 0.1
 
-    stall_minutes: float = 30.0
+    stall_minutes: float = 30.0  # 0: no stall alert for silence
 
     best_min_improvement: float = 0.005
-    best_ewma_alpha: float = 0.1
+    best_ewma_alpha: EwmaWeight = 0.1
     best_train_interval_s: float = 900.0
 
-    quiet_points: int = 10
-    quiet_eval_points: int = 2
+    # Points without the condition before an alert is resolved: 0 would resolve it at once.
+    quiet_points: PositiveInt = 10
+    quiet_eval_points: PositiveInt = 2
     cooldown_s: float = 600.0

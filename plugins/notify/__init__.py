@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import structlog
 
+from tunewatch.daemon.config import PositiveFloat
 from tunewatch.daemon.events import (
     AnomalyDetected,
     AnomalyResolved,
@@ -46,12 +47,12 @@ class NotifyConfig:
     enabled: bool = True
     desktop: bool = True
     remote_urls: tuple[str, ...] = ()
-    max_per_window: int = 5
-    window_s: float = 60.0
-    best_wait_s: float = 120.0
-    send_timeout_s: float = 10.0
-    retry_s: float = 30.0
-    retry_max_s: float = 900.0
+    max_per_window: int = 5  # 0: no cap
+    window_s: PositiveFloat = 60.0
+    best_wait_s: float = 120.0  # 0: do not wait for the snapshot
+    send_timeout_s: PositiveFloat = 10.0
+    retry_s: PositiveFloat = 30.0
+    retry_max_s: PositiveFloat = 900.0
 
 
 RunKey = tuple[str, int]

@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import psutil
 
+from tunewatch.daemon.config import PositiveFloat
 from tunewatch.daemon.events import ResourceSample
 from tunewatch.daemon.plugin import PluginContext
 
@@ -19,7 +20,7 @@ from tunewatch.daemon.plugin import PluginContext
 @dataclass(frozen=True, slots=True)
 class ResourcesConfig:
     enabled: bool = True
-    interval_s: float = 300.0
+    interval_s: PositiveFloat = 300.0
 
 
 def sample(disk_path: Path, trainer_pid: int | None) -> ResourceSample:

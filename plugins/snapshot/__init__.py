@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import structlog
 
+from tunewatch.daemon.config import PositiveFloat
 from tunewatch.daemon.events import BestModelFound, CheckpointSaved, SnapshotCreated
 from tunewatch.daemon.plugin import PluginContext
 from tunewatch.plugins.snapshot.copy import Aborted
@@ -40,9 +41,11 @@ CHECKPOINT_POLL_S = 5.0
 @dataclass(frozen=True, slots=True)
 class SnapshotConfig:
     enabled: bool = True
-    wait_for_checkpoint_s: float = 600.0
-    settle_s: float = 2.0
-    keep_best: int = 3
+    # 0 would give up on every checkpoint: settling alone takes `settle_s`.
+    wait_for_checkpoint_s: PositiveFloat = 600.0
+    # 0 would copy a checkpoint at first sight, possibly half-written.
+    settle_s: PositiveFloat = 2.0
+    keep_best: int = 3  # 0: keep all
     model_dir: str = ""
     hardlink: bool = True
 
