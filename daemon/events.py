@@ -135,6 +135,57 @@ class SourceError(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class SourceUnreadable(Event):
+    """A source file cannot be read at all: no permission, not a regular file, a symlink loop.
+
+    Unlike `SourceError` (one bad line), nothing of the file is being recorded. It is retried
+    with backoff; `SourceReadable` follows once it can be read again.
+    """
+
+    run: str
+    source: str
+    kind: str
+    message: str
+    location: str
+    time: float = field(default_factory=_now)
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SourceReadable(Event):
+    """A source file that was unreadable is read again; nothing it holds was skipped."""
+
+    run: str
+    source: str
+    location: str
+    unreadable_s: float
+    time: float = field(default_factory=_now)
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingFailed(Event):
+    """The state database refuses writes (disk full, I/O error): nothing is being recorded.
+
+    No file position advances meanwhile, so nothing is lost; ingest retries with backoff and
+    `RecordingResumed` follows when it works again.
+    """
+
+    reason: str
+    since: float
+    time: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingResumed(Event):
+    """The state database accepts writes again after `RecordingFailed`."""
+
+    reason: str  # what had stopped it
+    since: float  # when it stopped
+    time: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
 class ResourceSample(Event):
     """Disk, memory and load of the machine (and of a run's directory), sampled periodically."""
 
@@ -234,4 +285,12 @@ class ReportWritten(Event):
 
 
 # Events that carry a run's progress; the ingest pipeline stores these before publishing them.
-RunEvent = MetricsLogged | MetricsBatch | StatusChanged | CheckpointSaved | SourceError
+RunEvent = (
+    MetricsLogged
+    | MetricsBatch
+    | StatusChanged
+    | CheckpointSaved
+    | SourceError
+    | SourceUnreadable
+    | SourceReadable
+)

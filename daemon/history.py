@@ -57,6 +57,29 @@ def _source_error(e: ev.SourceError) -> str:
     return f"{e.kind} at {e.location}: {e.message}"
 
 
+def _unreadable(e: ev.SourceUnreadable) -> str:
+    return f"{e.location} is not being read ({e.kind}): {e.message}"
+
+
+def _readable(e: ev.SourceReadable) -> str:
+    return f"{e.location} is read again after {fmt_duration(e.unreadable_s)}"
+
+
+def _recording_resumed(e: ev.RecordingResumed) -> str:
+    return f"nothing could be recorded for {fmt_duration(e.time - e.since)}: {e.reason}"
+
+
+def fmt_duration(seconds: float) -> str:
+    """A duration as a person says it: 45 s, 12 min, 3.5 h, 2.0 days."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
 def _anomaly(e: ev.AnomalyDetected) -> str:
     expected = f" (expected {fmt_value(e.expected)})" if e.expected is not None else ""
     return f"{e.kind} at step {fmt_step(e.step)}: {e.metric} {fmt_value(e.value)}{expected}"
@@ -97,6 +120,9 @@ _KINDS: dict[type[ev.Event], tuple[str, Callable[[Any], str]]] = {
     ev.StatusChanged: ("status", _status),
     ev.CheckpointSaved: ("checkpoint", _checkpoint),
     ev.SourceError: ("source_error", _source_error),
+    ev.SourceUnreadable: ("source_unreadable", _unreadable),
+    ev.SourceReadable: ("source_readable", _readable),
+    ev.RecordingResumed: ("recording_resumed", _recording_resumed),
     ev.AnomalyDetected: ("anomaly", _anomaly),
     ev.AnomalyResolved: ("recovered", _resolved),
     ev.BestModelFound: ("best_model", _best),
@@ -108,6 +134,11 @@ _KINDS: dict[type[ev.Event], tuple[str, Callable[[Any], str]]] = {
 }
 
 KINDS = tuple(kind for kind, _ in _KINDS.values())
+_SEVERITY = {
+    "source_error": "warning",
+    "source_unreadable": "warning",
+    "recording_resumed": "warning",
+}
 
 
 RECORDED_TYPES = tuple(_KINDS)
@@ -121,7 +152,7 @@ def to_row(event: ev.Event) -> HistoryRow:
     kind, summarise = _KINDS[type(event)]
     data = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
     data.pop("seq", None)
-    severity = getattr(event, "severity", None) or ("warning" if kind == "source_error" else "info")
+    severity = getattr(event, "severity", None) or _SEVERITY.get(kind, "info")
     return HistoryRow(
         time=event.time,  # type: ignore[attr-defined]
         run=getattr(event, "run", None),

@@ -107,16 +107,32 @@ class SdNotifier:
         )
 
 
-async def run_watchdog(notifier: SdNotifier, interval_s: float) -> None:
-    """Pings systemd's watchdog every `interval_s` seconds until cancelled.
+async def run_watchdog(
+    notifier: SdNotifier,
+    interval_s: float,
+    stuck: Callable[[], str | None] = lambda: None,
+) -> None:
+    """Pings systemd's watchdog every `interval_s` seconds until cancelled, while not `stuck()`.
 
     This runs as a task on the daemon's event loop, never in a thread: if the loop hangs, the
-    pings stop, and systemd kills and restarts the daemon after WatchdogSec.
+    pings stop. `stuck()` names work that has not come back for too long (a store call or a
+    file read hung in its thread): the pings stop then too, so systemd restarts the daemon
+    after WatchdogSec rather than leave it running blind.
     """
     if interval_s <= 0:
         raise ValueError(f"watchdog interval must be positive, got {interval_s!r}")
+    silent = False
     while True:
-        notifier.watchdog()
+        reason = stuck()
+        if reason is None:
+            if silent:
+                log.info("pipeline moving again; watchdog pings resume")
+            silent = False
+            notifier.watchdog()
+        elif not silent:
+            silent = True
+            log.error("pipeline stuck; no watchdog pings: systemd will restart it", why=reason)
+            notifier.status(f"stuck: {reason}")
         await asyncio.sleep(interval_s)
 
 

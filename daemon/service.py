@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
+import os
 import signal
+import time
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from tunewatch.daemon.bus import EventBus
 from tunewatch.daemon.config import ConfigError, Settings
 from tunewatch.daemon.downsampling import run_downsampling
 from tunewatch.daemon.history import RECORDED_TYPES
+from tunewatch.daemon.instance_lock import DaemonHealth, InstanceLock
 from tunewatch.daemon.memory import release_freed_memory, tune_malloc
 from tunewatch.daemon.plugin import (
     PluginContext,
@@ -31,7 +35,7 @@ from tunewatch.daemon.plugin import (
     plugin_config,
 )
 from tunewatch.daemon.sdnotify import SdNotifier, report_startup, run_watchdog
-from tunewatch.daemon.store import AsyncStore
+from tunewatch.daemon.store import AsyncStore, StoreFailure
 from tunewatch.daemon.watcher import RunWatcher
 
 log = structlog.get_logger(__name__)
@@ -61,11 +65,19 @@ class Daemon:
         self.notifier = SdNotifier.from_env()
         self.stop_event = asyncio.Event()
         self._reload_requested = False
+        self.watcher: RunWatcher  # set by run()
 
     def run_specs(self) -> list[str]:
         return self.cli_run_specs or list(self.settings.daemon.runs)
 
     async def run(self) -> int:
+        lock = InstanceLock.acquire(self.settings.state_dir())
+        try:
+            return await self._run_locked(lock)
+        finally:
+            lock.release()
+
+    async def _run_locked(self, lock: InstanceLock) -> int:
         store = await AsyncStore.open(self.settings.state_db())
         bus = EventBus(default_maxsize=self.settings.daemon.queue_size)
 
@@ -77,19 +89,26 @@ class Daemon:
             if not issubclass(event_type, ev.RunEvent):
                 bus.subscribe(event_type, record, name=f"history:{event_type.__name__}")
         host = PluginHost()
-        watcher = RunWatcher(self.settings, store, bus, self.run_specs())
+        self.watcher = RunWatcher(
+            self.settings, store, bus, self.run_specs(), retry_store=not self.once
+        )
         self._install_signal_handlers()
-        watchdog: asyncio.Task[None] | None = None
-        status_task: asyncio.Task[None] | None = None
-        downsampling: asyncio.Task[None] | None = None
+        background: list[asyncio.Task[None]] = []
+        started = time.time()
         try:
-            await watcher.refresh_runs()
-            await self._start_plugins(host, bus, store, watcher)
+            lock.update(self.health(started))
+            await self.watcher.refresh_runs()
+            await self._start_plugins(host, bus, store, self.watcher)
             startup = asyncio.create_task(
-                report_startup(self.notifier, lambda: _catch_up_status(watcher), STARTUP_REPORT_S)
+                report_startup(
+                    self.notifier, lambda: _catch_up_status(self.watcher), STARTUP_REPORT_S
+                )
             )
             try:
-                caught_up = await self._until_stopped(watcher.catch_up())
+                caught_up = await self._until_stopped(self.watcher.catch_up())
+            except StoreFailure as exc:  # only with --once: a daemon waits for the store
+                log.error("cannot record", reason=str(exc))
+                return 1
             finally:
                 startup.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -99,29 +118,38 @@ class Daemon:
             self.notifier.ready()
             interval = self.notifier.watchdog_interval_s()
             if interval is not None:
-                watchdog = asyncio.create_task(run_watchdog(self.notifier, interval))
-            status_task = asyncio.create_task(self._status_loop(watcher))
-            downsampling = asyncio.create_task(
-                run_downsampling(store, lambda: self.settings.daemon)
+                stuck = functools.partial(self._pipeline_stuck, store, 2 * interval)
+                background.append(asyncio.create_task(run_watchdog(self.notifier, interval, stuck)))
+            background.append(asyncio.create_task(self._status_loop(lock, started)))
+            background.append(
+                asyncio.create_task(run_downsampling(store, lambda: self.settings.daemon))
             )
             log.info("tunewatch running", runs=self.run_specs(), db=str(self.settings.state_db()))
             while True:
-                await watcher.run(self.stop_event)
+                await self.watcher.run(self.stop_event)
                 if not self._reload_requested:
                     break
-                watcher = await self._reload(watcher, store, bus)
+                self.watcher = await self._reload(self.watcher, store, bus)
             return 0
         finally:
             self.notifier.stopping()
-            for task in (watchdog, status_task, downsampling):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await host.stop()
             await bus.close(self.settings.daemon.drain_timeout_s)
             await store.close()
             log.info("tunewatch stopped")
+
+    def _pipeline_stuck(self, store: AsyncStore, limit_s: float) -> str | None:
+        """What has not come back for over `limit_s` (see `run_watchdog`), or None."""
+        store_call, read = store.oldest_pending(), self.watcher.stuck_read()
+        if store_call is not None and store_call[1] > limit_s:
+            return f"store call {store_call[0]} has not returned for {store_call[1]:.0f} s"
+        if read is not None and read[1] > limit_s:
+            return f"reading {read[0]} has not returned for {read[1]:.0f} s"
+        return None
 
     async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
         """Run `work` unless a stop is requested first; True when it completed."""
@@ -197,17 +225,32 @@ class Daemon:
         self.notifier.ready()
         return watcher
 
-    async def _status_loop(self, watcher: RunWatcher) -> None:
+    async def _status_loop(self, lock: InstanceLock, started: float) -> None:
         last = ""
         while True:
-            text = self.status_line(watcher)
+            text = self.status_line(self.watcher)
             if text != last:
                 self.notifier.status(text)
                 last = text
+            lock.update(self.health(started))
             # Plugins work on after a catch-up (the detectors replay a long history): give the
             # memory that work freed back, about 1 ms each time.
             release_freed_memory()
-            await asyncio.sleep(STATUS_INTERVAL_S)
+            changed = self.watcher.health_changed
+            changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), STATUS_INTERVAL_S)
+
+    def health(self, started: float) -> DaemonHealth:
+        failure = self.watcher.recording_failure
+        return DaemonHealth(
+            pid=os.getpid(),
+            started=started,
+            updated=time.time(),
+            recording_failure=failure.reason if failure else None,
+            recording_failure_since=failure.since if failure else None,
+            unreadable_files=len(self.watcher.faults),
+        )
 
     def status_line(self, watcher: RunWatcher) -> str:
         runs = len(watcher.runs)
@@ -216,13 +259,21 @@ class Daemon:
         text = f"watching {runs} run(s), {files} file(s)"
         if waiting:
             text += f", waiting for {waiting} run dir(s)"
+        if watcher.faults:
+            text += f", {len(watcher.faults)} file(s) unreadable (see tunewatch status)"
+        failure = watcher.recording_failure
+        if failure is not None:
+            since = time.strftime("%H:%M:%S", time.localtime(failure.since))
+            text = f"CANNOT RECORD since {since}: {failure.reason}; {text}"
         return text
 
 
 def _catch_up_status(watcher: RunWatcher) -> str:
-    return (
+    text = (
         f"catching up: {watcher.batches_committed:,} batches read from {len(watcher.runs)} run(s)"
     )
+    failure = watcher.recording_failure
+    return text if failure is None else f"CANNOT RECORD: {failure.reason}; {text}"
 
 
 def tune_gc() -> None:

@@ -10,15 +10,17 @@ Blocking calls never run on the event loop: `AsyncStore` runs them on one dedica
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import orjson
+import structlog
 
 from tunewatch.daemon import events as ev
 from tunewatch.daemon.history import HistoryRow, is_recorded, to_row
@@ -109,6 +111,31 @@ class StoreError(Exception):
     """The state database cannot be used (wrong schema version, unreadable file)."""
 
 
+class StateDirError(StoreError):
+    """The state directory or database cannot be opened at all (permissions, not a directory)."""
+
+
+class StoreFailure(StoreError):
+    """The database refused a write (disk full, I/O error...): nothing of it was recorded.
+
+    The caller keeps what it wanted to record and tries again later; the connection stays
+    usable, so writes resume by themselves once the cause is gone.
+    """
+
+
+# Errors that come from the data being written rather than from the database: binding text
+# that is not valid UTF-8, a number too large for SQLite, a value of an unexpected type.
+_DATA_ERRORS = (
+    TypeError,
+    ValueError,
+    OverflowError,
+    sqlite3.ProgrammingError,
+    sqlite3.InterfaceError,
+)
+
+log = structlog.get_logger(__name__)
+
+
 @dataclass(frozen=True, slots=True)
 class FileState:
     """Where reading of one tailed file (or one rewritten document) stopped."""
@@ -163,20 +190,30 @@ class Store:
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
+        if readonly and not path.exists():
+            raise StoreError(f"{path}: no state database yet (has `tunewatch run` started?)")
+        try:
+            self.db = self._connect(readonly)
+            self.db.execute("PRAGMA busy_timeout = 10000")
+            if readonly:
+                self._check_version()
+            else:
+                self._migrate()
+            self._next_seq = self._max_seq() + 1
+        except (OSError, sqlite3.Error) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StateDirError(
+                f"cannot use the state database {path}: {reason}; make its directory writable "
+                "or choose another with [daemon] state_dir"
+            ) from exc
+
+    def _connect(self, readonly: bool) -> sqlite3.Connection:
         if readonly:
-            if not path.exists():
-                raise StoreError(f"{path}: no state database yet (has `tunewatch run` started?)")
-            uri = f"file:{path}?mode=ro"
-            self.db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path, check_same_thread=False, timeout=10)
-        self.db.execute("PRAGMA busy_timeout = 10000")
-        if not readonly:
-            self._migrate()
-        else:
-            self._check_version()
-        self._next_seq = self._max_seq() + 1
+            # A URI, so that '?' or '#' in the path stay part of the path.
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+            return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return sqlite3.connect(self.path, check_same_thread=False, timeout=10)
 
     def _migrate(self) -> None:
         mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -267,12 +304,54 @@ class Store:
 
     def commit_batch(
         self, run_id: int, events: Sequence[ev.RunEvent], state: FileState | None
+    ) -> Sequence[ev.RunEvent]:
+        """Record `events` and the file position after them, atomically; stamps each event's seq.
+
+        Returns the events recorded, to be published. Events the database cannot hold (text
+        that is not valid UTF-8...) are recorded with their text escaped, or as one
+        `SourceError`: bad data costs its own events, never the file's position. Raises
+        `StoreFailure` when the database refuses the write; then nothing was recorded.
+        """
+        try:
+            self._commit_batch(run_id, events, state)
+            return events
+        except _DATA_ERRORS as exc:
+            self._after_failure()
+            log.warning("events the store cannot hold; escaping their text", error=repr(exc))
+        except sqlite3.Error as exc:
+            self._after_failure()
+            raise StoreFailure(f"{exc} ({self.path})") from exc
+        escaped = [escape_event_text(e) for e in events]
+        try:
+            self._commit_batch(run_id, escaped, state)
+            return escaped
+        except _DATA_ERRORS as exc:
+            self._after_failure()
+            log.exception("events the store cannot hold; recording an error instead")
+            error = _unrecordable(events, state, exc)
+        except sqlite3.Error as exc:
+            self._after_failure()
+            raise StoreFailure(f"{exc} ({self.path})") from exc
+        try:
+            self._commit_batch(run_id, [error], state)
+        except sqlite3.Error as exc:
+            self._after_failure()
+            raise StoreFailure(f"{exc} ({self.path})") from exc
+        return [error]
+
+    def _after_failure(self) -> None:
+        # The transaction rolled back: seqs stamped on the lost events are free again.
+        if self.db.in_transaction:
+            self.db.rollback()
+        self._next_seq = self._max_seq() + 1
+
+    def _commit_batch(
+        self, run_id: int, events: Sequence[ev.RunEvent], state: FileState | None
     ) -> None:
-        """Record `events` and the file position after them, atomically; stamps each event's seq."""
         now = time.time()
         chunks: list[PackedChunk] = []
         pending: list[ev.MetricsLogged] = []  # single points waiting to fill a chunk
-        history: list[ev.StatusChanged | ev.CheckpointSaved | ev.SourceError] = []
+        history: list[ev.RunEvent] = []
         seq = self._next_seq
         for event in events:
             _stamp(event, seq)
@@ -545,6 +624,39 @@ class Store:
         ]
 
 
+def valid_text(text: str) -> str:
+    """`text` with lone surrogates (from JSON escapes or undecodable bytes) spelled as escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def escape_event_text(event: ev.RunEvent) -> ev.RunEvent:
+    """A copy of `event` whose text fields and metric names are valid UTF-8."""
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        if isinstance(value, str):
+            changes[f.name] = valid_text(value)
+        elif isinstance(value, Mapping):
+            changes[f.name] = {valid_text(k): v for k, v in value.items()}
+    return dataclasses.replace(event, **changes)
+
+
+def _unrecordable(
+    events: Sequence[ev.RunEvent], state: FileState | None, exc: Exception
+) -> ev.SourceError:
+    run = next((e.run for e in events), "?")
+    source = state.source if state is not None else next((e.source for e in events), "?")
+    location = state.key if state is not None else source
+    return ev.SourceError(
+        run=valid_text(run),
+        source=valid_text(source),
+        kind="unrecordable",
+        message=f"{len(events)} event(s) could not be recorded: {type(exc).__name__}: "
+        + ascii(str(exc))[:200],
+        location=valid_text(location),
+    )
+
+
 class AsyncStore:
     """Runs a `Store`'s blocking calls on one dedicated thread, off the event loop."""
 
@@ -552,16 +664,36 @@ class AsyncStore:
         # The store's connection was opened on `executor`'s thread and is only used there.
         self.store = store
         self._executor = executor
+        # Calls submitted and not yet returned: call number -> (name, monotonic submit time).
+        self._pending: dict[int, tuple[str, float]] = {}
+        self._calls = 0
 
     @classmethod
     async def open(cls, path: Path) -> AsyncStore:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunewatch-store")
-        store = await asyncio.get_running_loop().run_in_executor(executor, Store, path)
+        try:
+            store = await asyncio.get_running_loop().run_in_executor(executor, Store, path)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
         return cls(store, executor)
 
     async def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        self._calls += 1
+        number = self._calls
+        self._pending[number] = (getattr(fn, "__name__", "call"), time.monotonic())
+        try:
+            return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        finally:
+            del self._pending[number]
+
+    def oldest_pending(self) -> tuple[str, float] | None:
+        """(name, seconds waiting) of the oldest call that has not returned, if any."""
+        if not self._pending:
+            return None
+        name, submitted = next(iter(self._pending.values()))
+        return name, time.monotonic() - submitted
 
     async def close(self) -> None:
         await self.call(self.store.close)

@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import glob
 import os
+import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -21,7 +23,14 @@ import watchfiles
 
 from tunewatch.daemon.bus import EventBus
 from tunewatch.daemon.config import Settings
-from tunewatch.daemon.events import SourceError
+from tunewatch.daemon.events import (
+    RecordingFailed,
+    RecordingResumed,
+    RunEvent,
+    SourceError,
+    SourceReadable,
+    SourceUnreadable,
+)
 from tunewatch.daemon.sources.discovery import (
     CHECKPOINT_DIR,
     TRAINER_STATE,
@@ -31,10 +40,11 @@ from tunewatch.daemon.sources.discovery import (
     scan_run,
 )
 from tunewatch.daemon.sources.document import DocumentFollower
+from tunewatch.daemon.sources.file_access import SourceFault
 from tunewatch.daemon.sources.inotify import FileWakeups
 from tunewatch.daemon.sources.run_sources import RunSources, make_follower
-from tunewatch.daemon.sources.tailer import TailBatch
-from tunewatch.daemon.store import AsyncStore
+from tunewatch.daemon.sources.tailer import LogTailer, TailBatch
+from tunewatch.daemon.store import AsyncStore, FileState, StoreFailure, valid_text
 
 log = structlog.get_logger(__name__)
 
@@ -45,10 +55,38 @@ LOGGED_ERRORS_PER_FILE = 10
 # A document caught mid-write is read again after this delay even if no new change arrives.
 DOCUMENT_RETRY_S = 0.25
 _GLOB_CHARS = frozenset("*?[")
+# An unreadable file is tried again after 1 s, then 2, 4... up to this (a change to it, or a
+# rescan, tries it sooner).
+SOURCE_RETRY_MAX_S = 300.0
+# While the store refuses writes, ingest tries again after 1 s, then 2, 4... up to this.
+STORE_RETRY_MAX_S = 60.0
 
 
 def run_name_for(path: Path) -> str:
-    return path.name or str(path)
+    return valid_text(path.name or str(path))
+
+
+@dataclass
+class FileFault:
+    """Why one source file is not being read, since when, and when it is tried again."""
+
+    kind: str
+    message: str
+    since: float  # unix time
+    attempts: int = 1
+    recorded: bool = False  # its SourceUnreadable is in the store
+    retry: asyncio.TimerHandle | None = None
+
+    def retry_delay_s(self) -> float:
+        return float(min(2 ** (self.attempts - 1), SOURCE_RETRY_MAX_S))
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingFailure:
+    """The store refuses writes: why, and since when."""
+
+    reason: str
+    since: float  # unix time
 
 
 def _scan_sorted(run_dir: Path, rules: SourceRules) -> list[tuple[SourceKind, Path]]:
@@ -56,6 +94,11 @@ def _scan_sorted(run_dir: Path, rules: SourceRules) -> list[tuple[SourceKind, Pa
     # Older checkpoints first, so that the newest trainer_state is the last one read.
     found.sort(key=lambda kp: checkpoint_step(kp[1]) if kp[0] is SourceKind.TRAINER_STATE else 0)
     return found
+
+
+def _source_name(run: RunSources, path: Path) -> str:
+    rel = run.relative(path)
+    return valid_text(str(rel) if rel is not None else path.name)
 
 
 def _checkpoint_order(raw: str) -> tuple[int, str]:
@@ -71,7 +114,13 @@ class RunWatcher:
     """Follows every source file of every watched run directory."""
 
     def __init__(
-        self, settings: Settings, store: AsyncStore, bus: EventBus, run_specs: Sequence[str]
+        self,
+        settings: Settings,
+        store: AsyncStore,
+        bus: EventBus,
+        run_specs: Sequence[str],
+        *,
+        retry_store: bool = True,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -85,6 +134,15 @@ class RunWatcher:
         self.batches_committed = 0
         self._errors_logged: Counter[tuple[str, str]] = Counter()
         self.wakeups = FileWakeups(self.on_change, self._recheck_followed)
+        # Follower key -> why that file is not being read now.
+        self.faults: dict[str, FileFault] = {}
+        # Set while the store refuses writes; `retry_store=False` (`run --once`) gives up instead.
+        self.recording_failure: RecordingFailure | None = None
+        self.retry_store = retry_store
+        self._store_attempts = 0
+        self._reading: tuple[Path, float] | None = None  # the read in flight, since (monotonic)
+        # Set when a fault or a store failure starts or ends, so STATUS= follows at once.
+        self.health_changed = asyncio.Event()
 
     # -- run directories ----------------------------------------------------------------------
 
@@ -107,7 +165,7 @@ class RunWatcher:
             if path in self.runs:
                 continue
             run_id = await self.store.call(
-                self.store.store.ensure_run, str(path), run_name_for(path)
+                self.store.store.ensure_run, valid_text(str(path)), run_name_for(path)
             )
             names = await self.store.call(self.store.store.run_names)
             self.runs[path] = RunSources(run_id=run_id, name=names[run_id], path=path)
@@ -157,54 +215,179 @@ class RunWatcher:
             (run_path, path), kind = next(iter(self._dirty.items()))
             del self._dirty[(run_path, path)]
             run = self.runs.get(run_path)
-            if run is not None:
+            if run is None:
+                continue
+            try:
                 await self._process(run, kind, path)
+            except StoreFailure as exc:
+                # Nothing of it was recorded: read it again once the store takes writes.
+                self._dirty[(run_path, path)] = kind
+                await self._wait_for_store(str(exc))
         self._wake.clear()
 
     async def _process(self, run: RunSources, kind: SourceKind, path: Path) -> None:
+        """Read what is new in one file and record it; a failure is contained to this file."""
         key = run.follower_key(kind, path)
+        fault = self.faults.get(key)
+        try:
+            await self._ingest(run, kind, path, key)
+        except StoreFailure:
+            await self._drop_follower(run, key)  # its position goes back to the committed one
+            raise
+        except SourceFault as exc:
+            await self._drop_follower(run, key)
+            await self._file_fault(run, kind, path, exc.kind, exc.message)
+        except Exception as exc:  # a bug, or something no test foresaw: this file only
+            if fault is None or fault.kind != "internal_error":
+                log.exception("reading a source failed", run=run.name, path=valid_text(str(path)))
+            await self._drop_follower(run, key)
+            message = f"{type(exc).__name__}: {exc}"
+            await self._file_fault(run, kind, path, "internal_error", message)
+        else:
+            if fault is not None:
+                await self._file_readable(run, kind, path, fault)
+
+    async def _ingest(self, run: RunSources, kind: SourceKind, path: Path, key: str) -> None:
         follower = run.followers.get(key)
         if follower is None:
             state = await self.store.call(self.store.store.file_state, key)
             follower = make_follower(run, kind, path, state, self.settings)
             run.followers[key] = follower
         if isinstance(follower, DocumentFollower):
-            batch = await follower.read(path)
+            self._reading = (path, time.monotonic())
+            try:
+                batch = await follower.read(path)
+            finally:
+                self._reading = None
             if batch is not None:
-                await self._commit(run, batch)
+                self._publish(await self._record(run, batch.events, batch.state))
             if follower.wants_retry():
                 asyncio.get_running_loop().call_later(DOCUMENT_RETRY_S, self.mark, run, kind, path)
             return
-        # Parse the next batch while the store thread commits the previous one (SQLite releases
-        # the GIL while it writes); events are still published only after their commit.
-        in_flight: tuple[asyncio.Task[None], TailBatch] | None = None
-        while (batch := await follower.read()) is not None:
-            if in_flight is not None:
-                await self._publish_when_committed(*in_flight)
-            in_flight = (asyncio.ensure_future(self._store_batch(run, batch)), batch)
-        if in_flight is not None:
-            await self._publish_when_committed(*in_flight)
+        await self._ingest_log(run, follower)
         self.wakeups.watch(path)
 
-    async def _store_batch(self, run: RunSources, batch: TailBatch) -> None:
-        await self.store.call(self.store.store.commit_batch, run.run_id, batch.events, batch.state)
+    async def _ingest_log(self, run: RunSources, follower: LogTailer) -> None:
+        # Parse the next batch while the store thread commits the previous one (SQLite releases
+        # the GIL while it writes); events are still published only after their commit.
+        in_flight: asyncio.Future[Sequence[RunEvent]] | None = None
+        try:
+            while (batch := await self._read_log(follower)) is not None:
+                if in_flight is not None:
+                    self._publish(await in_flight)
+                in_flight = asyncio.ensure_future(self._record(run, batch.events, batch.state))
+        finally:
+            # Even when reading failed, what was committed is published.
+            if in_flight is not None:
+                self._publish(await in_flight)
 
-    async def _publish_when_committed(self, commit: asyncio.Task[None], batch: TailBatch) -> None:
-        await commit
-        self._publish(batch)
+    async def _read_log(self, follower: LogTailer) -> TailBatch | None:
+        self._reading = (follower.path, time.monotonic())
+        try:
+            return await follower.read()
+        finally:
+            self._reading = None
 
-    async def _commit(self, run: RunSources, batch: TailBatch) -> None:
-        await self._store_batch(run, batch)
-        self._publish(batch)
+    def stuck_read(self) -> tuple[str, float] | None:
+        """(path, seconds) of a file read that has not come back yet, if one is in flight."""
+        if self._reading is None:
+            return None
+        path, since = self._reading
+        return valid_text(str(path)), time.monotonic() - since
 
-    def _publish(self, batch: TailBatch) -> None:
+    async def _record(
+        self, run: RunSources, events: Sequence[RunEvent], state: FileState | None
+    ) -> Sequence[RunEvent]:
+        """Commit events (and the file position after them); returns what was recorded."""
+        recorded = await self.store.call(self.store.store.commit_batch, run.run_id, events, state)
+        if self.recording_failure is not None:
+            self._recording_resumed()
+        return recorded
+
+    def _publish(self, events: Sequence[RunEvent]) -> None:
         self.batches_committed += 1
-        if batch.state.errors:
-            self._log_errors(batch)
-        self.bus.publish_many(batch.events)
+        self._log_errors(events)
+        self.bus.publish_many(events)
 
-    def _log_errors(self, batch: TailBatch) -> None:
-        for event in batch.events:
+    async def _drop_follower(self, run: RunSources, key: str) -> None:
+        follower = run.followers.pop(key, None)
+        if isinstance(follower, LogTailer):
+            with contextlib.suppress(OSError):
+                await follower.close()
+
+    # -- faults -------------------------------------------------------------------------------
+
+    async def _file_fault(
+        self, run: RunSources, kind: SourceKind, path: Path, fault_kind: str, message: str
+    ) -> None:
+        """Remember why `path` is not read, say it once, and try it again with backoff."""
+        key = run.follower_key(kind, path)
+        fault = self.faults.get(key)
+        if fault is not None and fault.kind == fault_kind:
+            fault.attempts += 1
+        else:
+            if fault is not None and fault.retry is not None:
+                fault.retry.cancel()
+            fault = FileFault(fault_kind, message, time.time())
+            self.faults[key] = fault
+            self.health_changed.set()
+            log.warning(
+                "cannot read a source; the other files go on, this one is retried",
+                run=run.name,
+                path=valid_text(str(path)),
+                kind=fault_kind,
+                reason=message,
+            )
+        if fault.retry is not None:
+            fault.retry.cancel()
+        fault.retry = asyncio.get_running_loop().call_later(
+            fault.retry_delay_s(), self.mark, run, kind, path
+        )
+        if not fault.recorded:
+            event = SourceUnreadable(
+                run.name, _source_name(run, path), fault_kind, message, valid_text(str(path))
+            )
+            self._publish(await self._record(run, [event], None))
+            fault.recorded = True
+
+    async def _file_readable(
+        self, run: RunSources, kind: SourceKind, path: Path, fault: FileFault
+    ) -> None:
+        del self.faults[run.follower_key(kind, path)]
+        self.health_changed.set()
+        if fault.retry is not None:
+            fault.retry.cancel()
+        down_s = time.time() - fault.since
+        log.info("source readable again", run=run.name, path=valid_text(str(path)))
+        event = SourceReadable(run.name, _source_name(run, path), valid_text(str(path)), down_s)
+        self._publish(await self._record(run, [event], None))
+
+    async def _wait_for_store(self, reason: str) -> None:
+        """The store refused a write: say so once, then wait before the next attempt."""
+        if not self.retry_store:
+            raise StoreFailure(reason)
+        if self.recording_failure is None:
+            self.recording_failure = RecordingFailure(reason, time.time())
+            self.health_changed.set()
+            self._store_attempts = 0
+            log.error(
+                "cannot record: nothing is lost, reading resumes when the store takes writes",
+                reason=reason,
+            )
+            self.bus.publish(RecordingFailed(reason, self.recording_failure.since))
+        self._store_attempts += 1
+        await asyncio.sleep(min(2.0 ** (self._store_attempts - 1), STORE_RETRY_MAX_S))
+
+    def _recording_resumed(self) -> None:
+        failure = self.recording_failure
+        assert failure is not None
+        self.recording_failure = None
+        self.health_changed.set()
+        log.info("recording again", stopped_for_s=round(time.time() - failure.since, 1))
+        self.bus.publish(RecordingResumed(failure.reason, failure.since))
+
+    def _log_errors(self, events: Sequence[RunEvent]) -> None:
+        for event in events:
             if not isinstance(event, SourceError):
                 continue
             key = (event.run, event.source)
@@ -260,10 +443,13 @@ class RunWatcher:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            for run in self.runs.values():
-                for follower in run.followers.values():
-                    if not isinstance(follower, DocumentFollower):
-                        await follower.close()
+            await self.close_files()
+
+    async def close_files(self) -> None:
+        """Close every followed file (reading resumes from the store's positions)."""
+        for run in self.runs.values():
+            for key in list(run.followers):
+                await self._drop_follower(run, key)
 
     async def _process_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -7,21 +7,33 @@ the caller's retry timer, and only a document that stays unparseable is reported
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import aiofiles
+import structlog
 
 from tunewatch.daemon.events import SourceError
 from tunewatch.daemon.sources.base import DocumentParser, FileOrigin, IncompleteDocument
+from tunewatch.daemon.sources.file_access import (
+    SourceFault,
+    fault_from_os_error,
+    open_regular,
+    stat_source,
+)
 from tunewatch.daemon.sources.tailer import TailBatch
-from tunewatch.daemon.store import FileState
+from tunewatch.daemon.store import FileState, valid_text
+
+log = structlog.get_logger(__name__)
 
 # Reads of the same unparseable content before it is reported as broken rather than half-written.
 INCOMPLETE_READS_BEFORE_ERROR = 5
+# A status file or trainer_state.json is read whole on every change; one larger than this is
+# not a document a trainer wrote (a year of per-step history is about 100 MB).
+MAX_DOCUMENT_BYTES = 256 << 20
 
 
 class DocumentFollower:
@@ -49,17 +61,30 @@ class DocumentFollower:
         return bool(self._incomplete)
 
     async def read(self, path: Path) -> TailBatch | None:
-        key = str(path)
-        try:
-            st = os.stat(path)
-            signature = (st.st_ino, st.st_size, st.st_mtime_ns)
-            if self._stat.get(key) == signature:
-                return None
-            async with aiofiles.open(path, "rb") as fh:
-                data = await fh.read()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        """The new events of the document at `path`, if it changed.
+
+        Raises `SourceFault` when it cannot be read (permissions, not a regular file, too big).
+        """
+        key = valid_text(str(path))
+        st = stat_source(path)
+        if st is None:
             self._incomplete.pop(key, None)
             return None
+        signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._stat.get(key) == signature:
+            return None
+        if st.st_size > MAX_DOCUMENT_BYTES:
+            raise SourceFault(
+                "document_too_large",
+                f"{st.st_size:,} bytes; documents over {MAX_DOCUMENT_BYTES:,} bytes are not read",
+            )
+        try:
+            data = await self._read_whole(path)
+        except FileNotFoundError:
+            self._incomplete.pop(key, None)
+            return None
+        except OSError as exc:
+            raise fault_from_os_error(exc) from exc
         digest = hashlib.blake2b(data, digest_size=16).digest()
         if self._seen.get(key) == digest:
             return None
@@ -68,6 +93,9 @@ class DocumentFollower:
             events, cursor = self.make_parser(origin).parse(data, self.state.cursor)
         except IncompleteDocument as exc:
             return self._incomplete_read(origin, digest, str(exc))
+        except Exception as exc:  # a parser bug: report this content once, read the next one
+            log.exception("document parser failed", run=self.run, source=self.source)
+            return self._broken(origin, digest, "parser_failed", f"{type(exc).__name__}: {exc}")
         self._incomplete.pop(key, None)
         self._seen[key] = digest
         self._stat[key] = signature
@@ -77,6 +105,13 @@ class DocumentFollower:
         )
         return TailBatch(events, self.state)
 
+    @staticmethod
+    async def _read_whole(path: Path) -> bytes:
+        fd, _st = await asyncio.to_thread(open_regular, path)
+        async with aiofiles.open(fd, "rb") as fh:
+            data: bytes = await fh.read(MAX_DOCUMENT_BYTES + 1)
+        return data
+
     def _incomplete_read(self, origin: FileOrigin, digest: bytes, why: str) -> TailBatch | None:
         previous, count = self._incomplete.get(origin.path, (b"", 0))
         count = count + 1 if previous == digest else 1
@@ -84,14 +119,13 @@ class DocumentFollower:
             self._incomplete[origin.path] = (digest, count)
             return None
         # The same bytes failed to parse several times: not a write in progress but a broken file.
+        message = f"not valid JSON after {count} reads: {why or 'truncated'}"
+        return self._broken(origin, digest, "invalid_document", message)
+
+    def _broken(self, origin: FileOrigin, digest: bytes, kind: str, message: str) -> TailBatch:
+        """Report content that cannot be used, once: it is not read again until it changes."""
         self._incomplete.pop(origin.path, None)
         self._seen[origin.path] = digest
         self.state = dataclasses.replace(self.state, errors=self.state.errors + 1)
-        error = SourceError(
-            run=self.run,
-            source=self.source,
-            kind="invalid_document",
-            message=f"not valid JSON after {count} reads: {why or 'truncated'}",
-            location=origin.path,
-        )
+        error = SourceError(self.run, self.source, kind, message, origin.path)
         return TailBatch([error], self.state)

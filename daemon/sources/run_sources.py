@@ -15,7 +15,7 @@ from tunewatch.daemon.sources.lightning_csv import LightningCsvParser
 from tunewatch.daemon.sources.status_file import StatusFileParser
 from tunewatch.daemon.sources.tailer import LogTailer
 from tunewatch.daemon.sources.text_regex import PRESETS, TextLogParser, TextPattern
-from tunewatch.daemon.store import FileState
+from tunewatch.daemon.store import FileState, valid_text
 
 Follower = LogTailer | DocumentFollower
 
@@ -39,8 +39,8 @@ class RunSources:
         # Every trainer_state.json of a run (one per checkpoint) feeds one logical document, so
         # that each log_history entry is emitted once across checkpoints.
         if kind is SourceKind.TRAINER_STATE:
-            return str(self.path / "**" / TRAINER_STATE)
-        return str(path)
+            return valid_text(str(self.path / "**" / TRAINER_STATE))
+        return valid_text(str(path))
 
 
 def make_follower(
@@ -49,12 +49,13 @@ def make_follower(
     key = run.follower_key(kind, path)
     state = state or FileState(key=key, run_id=run.run_id, source=kind.value)
     rel = run.relative(path)
-    source = str(rel) if rel is not None else path.name
+    # Names as text the store and a terminal can hold; the real path is kept for opening.
+    source = valid_text(str(rel) if rel is not None else path.name)
     if kind is SourceKind.TRAINER_STATE:
         return DocumentFollower(run.name, TRAINER_STATE, TrainerStateParser, state)
     if kind is SourceKind.STATUS:
         return DocumentFollower(run.name, source, StatusFileParser, state)
-    origin = FileOrigin(run=run.name, source=source, path=str(path))
+    origin = FileOrigin(run=run.name, source=source, path=valid_text(str(path)))
     parser: LineParser
     if kind is SourceKind.JSONL:
         parser = JsonlParser(origin)
@@ -62,7 +63,9 @@ def make_follower(
         parser = LightningCsvParser(origin)
     else:
         parser = TextLogParser(origin, text_pattern(settings))
-    return LogTailer(origin, parser, state, max_line_bytes=settings.sources.max_line_bytes)
+    return LogTailer(
+        origin, parser, state, max_line_bytes=settings.sources.max_line_bytes, path=path
+    )
 
 
 def text_pattern(settings: Settings) -> TextPattern:

@@ -9,8 +9,8 @@ become durable when the store commits them together with the events they produce
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,12 @@ import structlog
 
 from tunewatch.daemon.events import RunEvent, SourceError
 from tunewatch.daemon.sources.base import FileOrigin, LineParser
+from tunewatch.daemon.sources.file_access import (
+    SourceFault,
+    fault_from_os_error,
+    open_regular,
+    stat_source,
+)
 from tunewatch.daemon.store import FileState
 
 FINGERPRINT_BYTES = 1024
@@ -42,10 +48,17 @@ class LogTailer:
     """Reads what was appended to one file since the committed position."""
 
     def __init__(
-        self, origin: FileOrigin, parser: LineParser, state: FileState, *, max_line_bytes: int
+        self,
+        origin: FileOrigin,
+        parser: LineParser,
+        state: FileState,
+        *,
+        max_line_bytes: int,
+        path: Path | None = None,
     ) -> None:
+        """`path` is the file to open when `origin.path` (text for people) cannot name it."""
         self.origin = origin
-        self.path = Path(origin.path)
+        self.path = Path(origin.path) if path is None else path
         self.parser = parser
         self.state = state
         self.max_line_bytes = max_line_bytes
@@ -63,30 +76,52 @@ class LogTailer:
             self._fh = None
             self._identity = None
 
+    @property
+    def is_open(self) -> bool:
+        return self._fh is not None
+
     async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> TailBatch | None:
-        """Parse up to about `max_bytes` of new data; None when there is nothing new."""
+        """Parse up to about `max_bytes` of new data; None when there is nothing new.
+
+        Raises `SourceFault` when the file cannot be read (permissions, not a regular file...).
+        """
         try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            st = None
+            return await self._read(max_bytes)
+        except OSError as exc:
+            raise fault_from_os_error(exc) from exc
+
+    async def _read(self, max_bytes: int) -> TailBatch | None:
+        fault: SourceFault | None = None
+        try:
+            st = stat_source(self.path)
+        except SourceFault as exc:  # e.g. replaced by a directory: finish the old file first
+            st, fault = None, exc
         if self._fh is not None and (st is None or self._identity != (st.st_dev, st.st_ino)):
             # Renamed away (rotation) or deleted: finish the old file before anything else.
             batch = await self._read_available(max_bytes)
             if batch is not None:
                 return batch
             await self.close()
+        if fault is not None:
+            raise fault
         if st is None:
             return None
         if self._fh is None:
-            await self._open(st)
+            if not await self._open():
+                return None
         elif st.st_size < self.state.offset + len(self._partial):
             await self._restart("truncated")
         elif self.parser.rewrite_keeps_rows and not await self._fingerprint_matches():
             await self._restart("rewritten")
         return await self._read_available(max_bytes)
 
-    async def _open(self, st: os.stat_result) -> None:
-        self._fh = await aiofiles.open(self.path, "rb")
+    async def _open(self) -> bool:
+        """Open the file now at the path and seek to where reading resumes; False if it is gone."""
+        try:
+            fd, st = await asyncio.to_thread(open_regular, self.path)
+        except FileNotFoundError:
+            return False
+        self._fh = await aiofiles.open(fd, "rb")
         self._identity = (st.st_dev, st.st_ino)
         self._partial = b""
         self._skipping = False
@@ -99,7 +134,7 @@ class LogTailer:
         ):
             await self._resume_header()
             await self._fh.seek(self.state.offset)
-            return
+            return True
         if self.state.offset or self.state.line_no:
             self.log.info("log file replaced, reading from the start", path=str(self.path))
         self._skip_rows = 0
@@ -107,6 +142,7 @@ class LogTailer:
             self.state, dev=st.st_dev, ino=st.st_ino, fingerprint=b"", offset=0, line_no=0
         )
         await self._fh.seek(0)
+        return True
 
     async def _restart(self, why: str) -> None:
         self.log.info(f"log file {why}, reading from the start", path=str(self.path))
@@ -190,12 +226,28 @@ class LogTailer:
             events_too_long = []
         if complete_bytes > self.max_line_bytes:
             events.extend(self._blank_long_lines(lines, first_line_no))
-        events.extend(self._parse(lines, first_line_no))
+        events.extend(self._parse_contained(lines, first_line_no))
         events.extend(events_too_long)
         errors += sum(1 for e in events if type(e) is SourceError)
         self.state = dataclasses.replace(self.state, offset=offset, line_no=line_no, errors=errors)
         await self._update_fingerprint()
         return TailBatch(events, self.state)
+
+    def _parse_contained(self, lines: list[bytes], first_line_no: int) -> list[RunEvent]:
+        """The parser's events; a parser that raises costs these lines, never the file."""
+        try:
+            return self._parse(lines, first_line_no)
+        except Exception as exc:  # a parser bug must not stop this file for good
+            self.log.exception("parser failed; its lines are skipped", lines=len(lines))
+            return [
+                SourceError(
+                    run=self.origin.run,
+                    source=self.origin.source,
+                    kind="parser_failed",
+                    message=f"{len(lines):,} line(s) skipped: {type(exc).__name__}: {exc}",
+                    location=self.origin.at(first_line_no),
+                )
+            ]
 
     def _parse(self, lines: list[bytes], first_line_no: int) -> list[RunEvent]:
         header = self.parser.header_lines

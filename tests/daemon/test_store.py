@@ -19,7 +19,14 @@ from tunewatch.daemon.events import (
     SourceError,
     StatusChanged,
 )
-from tunewatch.daemon.store import SCHEMA_VERSION, AsyncStore, FileState, Store, StoreError
+from tunewatch.daemon.store import (
+    SCHEMA_VERSION,
+    AsyncStore,
+    FileState,
+    Store,
+    StoreError,
+    StoreFailure,
+)
 
 
 def metric(step: int, **values: float) -> MetricsLogged:
@@ -57,7 +64,7 @@ def test_a_failed_batch_leaves_neither_events_nor_position(tmp_path: Path) -> No
     store = Store(tmp_path / "state.db")
     run_id = store.ensure_run("/r", "r")
     bad_state = FileState(key="k", run_id=run_id + 99, source="jsonl", offset=50)  # FK violation
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(StoreFailure, match="FOREIGN KEY"):
         store.commit_batch(run_id, [metric(1)], bad_state)
     assert store.metrics() == []
     assert store.file_state("k") is None
@@ -348,4 +355,44 @@ def test_an_older_status_from_another_source_does_not_undo_a_newer_one(tmp_path:
     # The status file itself going back in steps is news: the run was resumed.
     store.commit_batch(run_id, [status("training", 20, "training_status.json")], None)
     assert store.runs()[0].status == "training"
+    store.close()
+
+
+def test_text_the_database_cannot_hold_is_recorded_escaped_and_the_position_advances(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "state.db")
+    run_id = store.ensure_run("/r", "r")
+    bad = MetricsLogged(run="r", step=4, metrics={"\ud800": 1.0, "loss": 2.0}, source="m.jsonl")
+    error = SourceError("r", "m.jsonl", "invalid_json", "bad \udcff byte", "m.jsonl:9")
+    state = FileState(key="k", run_id=run_id, source="jsonl", offset=80)
+    recorded = store.commit_batch(run_id, [bad, error], state)
+    assert [type(e) for e in recorded] == [MetricsLogged, SourceError]
+    point = store.metrics()[0]
+    assert point.metrics == {"\\ud800": 1.0, "loss": 2.0}
+    assert store.history(kinds=["source_error"])[0].row.summary.endswith("bad \\udcff byte")
+    assert store.file_state("k") == state
+    assert [e.seq for e in recorded] == [1, 2]
+    store.close()
+
+
+def test_a_full_database_records_nothing_and_recovers_once_there_is_room(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "state.db")
+    run_id = store.ensure_run("/r", "r")
+    store.commit_batch(run_id, [metric(1)], FileState("k", run_id, "jsonl", offset=10))
+    # max_page_count makes SQLite report SQLITE_FULL exactly as a full disk does.
+    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+    store.db.execute(f"PRAGMA max_page_count = {pages}")
+    big = [metric(s, **{f"m{i}": float(i) for i in range(50)}) for s in range(2, 2000)]
+    with pytest.raises(StoreFailure, match="database or disk is full"):
+        store.commit_batch(run_id, big, FileState("k", run_id, "jsonl", offset=99_999))
+    assert [p.step for p in store.metrics()] == [1]
+    assert store.file_state("k").offset == 10  # type: ignore[union-attr]
+    store.db.execute("PRAGMA max_page_count = 1073741823")  # space freed
+    store.commit_batch(run_id, big, FileState("k", run_id, "jsonl", offset=99_999))
+    assert [p.step for p in store.metrics()] == list(range(1, 2000))
+    assert [p.seq for p in store.metrics()] == list(range(1, 2000))
+    assert store.file_state("k").offset == 99_999  # type: ignore[union-attr]
     store.close()

@@ -1,0 +1,240 @@
+"""RunWatcher: whatever one file does, the other files and runs are still recorded.
+
+Each test puts one hostile input in run `bad` next to a healthy run `good`, catches up, then
+appends to `good` and checks that every good line is recorded exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tunewatch.daemon.bus import EventBus
+from tunewatch.daemon.config import DaemonSettings, Settings
+from tunewatch.daemon.events import (
+    Event,
+    RecordingFailed,
+    RecordingResumed,
+    SourceReadable,
+    SourceUnreadable,
+)
+from tunewatch.daemon.sources.jsonl import JsonlParser
+from tunewatch.daemon.store import AsyncStore
+from tunewatch.daemon.watcher import RunWatcher
+
+
+def line(step: int, loss: float = 1.0) -> str:
+    return json.dumps({"step": step, "loss": loss}) + "\n"
+
+
+def append(path: Path, text: str | bytes) -> None:
+    with path.open("ab") as f:
+        f.write(text.encode() if isinstance(text, str) else text)
+
+
+@dataclass
+class Harness:
+    runs: Path
+    store: AsyncStore
+    bus: EventBus
+    watcher: RunWatcher
+    published: list[Event]
+
+    @property
+    def good(self) -> Path:
+        return self.runs / "good"
+
+    @property
+    def bad(self) -> Path:
+        return self.runs / "bad"
+
+    def steps(self, run: str) -> list[int]:
+        return [p.step for p in self.store.store.metrics() if p.run == run]
+
+    def kinds(self, event_type: type[Event]) -> list[Event]:
+        return [e for e in self.published if isinstance(e, event_type)]
+
+    async def good_still_recorded(self, before: int = 3) -> None:
+        """The healthy run was read, and a line appended now is read too, exactly once."""
+        assert self.steps("good") == list(range(1, before + 1))
+        append(self.good / "train.jsonl", line(before + 1))
+        self.watcher.on_change(self.good / "train.jsonl")
+        await self.watcher.drain()
+        assert self.steps("good") == list(range(1, before + 2))
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    runs = tmp_path / "runs"
+    (runs / "good").mkdir(parents=True)
+    (runs / "bad").mkdir()
+    append(runs / "good" / "train.jsonl", line(1) + line(2) + line(3))
+    settings = Settings(daemon=DaemonSettings(state_dir=str(tmp_path / "state")))
+    store = await AsyncStore.open(settings.state_db())
+    bus = EventBus()
+    published: list[Event] = []
+    bus.subscribe(Event, published.append)
+    watcher = RunWatcher(settings, store, bus, [str(runs / "*")])
+    yield Harness(runs, store, bus, watcher, published)
+    await watcher.close_files()
+    await bus.close()
+    await store.close()
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def settle(h: Harness) -> None:
+    await asyncio.sleep(0.05)  # let the bus deliver to `published`
+
+
+async def test_a_lone_surrogate_key_is_recorded_escaped_and_stops_nothing(h: Harness) -> None:
+    append(h.bad / "m.jsonl", '{"current_steps": 4, "\\ud800": 1.0}\n' + line(5))
+    await h.watcher.catch_up()
+    await h.good_still_recorded()
+    assert h.steps("bad") == [4, 5]
+    names = {n for p in h.store.store.metrics() for n in p.metrics}
+    assert "\\ud800" in names
+
+
+async def test_a_symlink_loop_is_reported_once_and_skipped(h: Harness) -> None:
+    (h.bad / "loop.jsonl").symlink_to("loop.jsonl")
+    append(h.bad / "ok.jsonl", line(7))
+    await h.watcher.catch_up()
+    await h.watcher.catch_up()  # a rescan finds it again: still one report
+    await h.good_still_recorded()
+    assert h.steps("bad") == [7]
+    await settle(h)
+    (report,) = h.kinds(SourceUnreadable)
+    assert isinstance(report, SourceUnreadable)
+    assert (report.run, report.kind) == ("bad", "symlink_loop")
+    stored = h.store.store.history(kinds=["source_unreadable"])
+    assert len(stored) == 1 and "loop.jsonl" in stored[0].row.summary
+
+
+async def test_a_fifo_is_never_opened_for_reading(h: Harness) -> None:
+    os.mkfifo(h.bad / "f.jsonl")
+    async with asyncio.timeout(10):  # opening it for reading would block forever
+        await h.watcher.catch_up()
+    await h.good_still_recorded()
+    await settle(h)
+    (report,) = h.kinds(SourceUnreadable)
+    assert isinstance(report, SourceUnreadable)
+    assert report.kind == "not_a_regular_file" and "FIFO" in report.message
+
+
+async def test_a_symlink_to_dev_zero_is_refused_not_read_forever(h: Harness) -> None:
+    (h.bad / "z.jsonl").symlink_to("/dev/zero")
+    async with asyncio.timeout(10):
+        await h.watcher.catch_up()
+    await h.good_still_recorded()
+    await settle(h)
+    (report,) = h.kinds(SourceUnreadable)
+    assert isinstance(report, SourceUnreadable)
+    assert "character device" in report.message
+
+
+async def test_a_log_replaced_by_a_directory_is_reported_and_read_again_when_it_is_back(
+    h: Harness,
+) -> None:
+    log = h.bad / "m.jsonl"
+    append(log, line(1))
+    await h.watcher.catch_up()
+    log.unlink()
+    log.mkdir()
+    h.watcher.on_change(log)
+    await h.watcher.drain()
+    await h.good_still_recorded()
+    await settle(h)
+    (report,) = h.kinds(SourceUnreadable)
+    assert isinstance(report, SourceUnreadable) and "directory" in report.message
+    assert h.watcher.faults
+    log.rmdir()
+    append(log, line(2))
+    h.watcher.on_change(log)
+    await h.watcher.drain()
+    assert h.steps("bad") == [1, 2]
+    await settle(h)
+    assert len(h.kinds(SourceReadable)) == 1
+    assert not h.watcher.faults
+
+
+async def test_an_unreadable_file_is_retried_by_itself(h: Harness) -> None:
+    """The retry needs no rescan and no change: a timer marks the file again."""
+    (h.bad / "loop.jsonl").symlink_to("loop.jsonl")
+    await h.watcher.catch_up()
+    (h.bad / "loop.jsonl").unlink()
+    append(h.bad / "loop.jsonl", line(3))
+    stop = asyncio.Event()
+    runner = asyncio.create_task(h.watcher._process_loop(stop))
+    await wait_until(lambda: h.steps("bad") == [3])
+    runner.cancel()
+    assert not h.watcher.faults
+
+
+async def test_a_parser_that_raises_costs_its_lines_not_the_file(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_parse = JsonlParser.parse
+
+    def parse(self: JsonlParser, lines: list[bytes], first_line_no: int) -> object:
+        if any(b"boom" in raw for raw in lines):
+            raise RuntimeError("parser bug")
+        return real_parse(self, lines, first_line_no)
+
+    monkeypatch.setattr(JsonlParser, "parse", parse)
+    append(h.bad / "m.jsonl", '{"step": 1, "boom": 1}\n')
+    await h.watcher.catch_up()
+    append(h.bad / "m.jsonl", line(2))
+    h.watcher.on_change(h.bad / "m.jsonl")
+    await h.watcher.drain()
+    assert h.steps("bad") == [2]
+    errors = h.store.store.history(kinds=["source_error"])
+    assert [e.row.data["kind"] for e in errors] == ["parser_failed"]
+    await h.good_still_recorded()
+
+
+async def test_a_run_directory_whose_name_is_not_utf8_is_watched(h: Harness) -> None:
+    odd = Path(os.fsdecode(bytes(h.runs) + b"/r\xff\xfe"))
+    odd.mkdir()
+    append(odd / "train.jsonl", line(9))
+    await h.watcher.catch_up()
+    await h.good_still_recorded()
+    assert h.steps("r\\udcff\\udcfe") == [9]
+
+
+async def test_a_full_store_loses_nothing_and_recording_resumes_by_itself(h: Harness) -> None:
+    await h.watcher.catch_up()
+    db = h.store.store.db
+    pages = await h.store.call(lambda: db.execute("PRAGMA page_count").fetchone()[0])
+    # SQLite reports SQLITE_FULL ("database or disk is full") past max_page_count, as on a
+    # full disk.
+    await h.store.call(db.execute, f"PRAGMA max_page_count = {pages}")
+    big = {f"metric_{i}": float(i) for i in range(200)}
+    lines = "".join(json.dumps({"step": s, **big}) + "\n" for s in range(4, 200))
+    append(h.good / "train.jsonl", lines)
+    h.watcher.on_change(h.good / "train.jsonl")
+    drain = asyncio.create_task(h.watcher.drain())
+    await wait_until(lambda: h.watcher.recording_failure is not None)
+    failure = h.watcher.recording_failure
+    assert failure is not None and "database or disk is full" in failure.reason
+    await settle(h)
+    assert len(h.kinds(RecordingFailed)) == 1
+    assert h.steps("good") == [1, 2, 3]
+    await h.store.call(db.execute, "PRAGMA max_page_count = 1073741823")  # space is freed
+    async with asyncio.timeout(10):
+        await drain
+    assert h.steps("good") == list(range(1, 200))
+    assert h.watcher.recording_failure is None
+    await settle(h)
+    assert len(h.kinds(RecordingResumed)) == 1
