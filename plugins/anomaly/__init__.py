@@ -25,6 +25,7 @@ from tunewatch.daemon.events import (
     BestModelFound,
     Event,
     MetricsEvent,
+    MetricsLogged,
 )
 from tunewatch.daemon.plugin import PluginContext
 from tunewatch.daemon.store import MetricPoint
@@ -32,6 +33,7 @@ from tunewatch.plugins.anomaly.base import Finding, NewBest, Point
 from tunewatch.plugins.anomaly.config import AnomalyConfig
 from tunewatch.plugins.anomaly.gate import RunDetectors
 from tunewatch.plugins.anomaly.stall import StallCheck
+from tunewatch.plugins.anomaly.timeline import StepTimeline
 
 # Without an alert, state is saved at most this often; an alert always saves first.
 SAVE_INTERVAL_S = 5.0
@@ -50,9 +52,8 @@ class _RunTracking:
     dirty: bool = False
     stall: tuple[str, int] | None = None  # (metric, step) of an active stall alert
     last_train_best_time: float = 0.0
-    # Newest step seen per metric: the same value often arrives twice (a status file and the
-    # trainer's own log), and trainer_state.json replays a checkpoint's history in a burst.
-    last_steps: dict[str, int] = field(default_factory=dict)
+    # Which values are new: copies from a second source are judged once, a resume again.
+    timeline: StepTimeline = field(default_factory=StepTimeline)
 
 
 class AnomalyPlugin:
@@ -94,15 +95,23 @@ class AnomalyPlugin:
         self._tasks.append(asyncio.create_task(self._save_loop(), name="anomaly-save"))
 
     async def stop(self) -> None:
-        for unsubscribe in self._unsubscribe:
-            unsubscribe()
+        async with self._feeding:
+            # No point is between its verdict and the publishing of it now, so cancelling the
+            # bus handler and the replay task cannot lose an alert.
+            for unsubscribe in self._unsubscribe:
+                unsubscribe()
+            if self._replay_task is not None:
+                self._replay_task.cancel()
         for task in [*self._tasks, self._replay_task]:
             if task is None:
                 continue
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.save_all()
+        # What was recorded before the stop is judged now rather than at the next start, so
+        # that `tunewatch run --once` reports what it read; within the bus's drain time, so a
+        # stop in the middle of a long catch-up still ends in time (the rest waits for a start).
+        await self.replay(deadline=time.monotonic() + self.ctx.settings.daemon.drain_timeout_s)
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -120,7 +129,11 @@ class AnomalyPlugin:
                 stall = data.get("stall")
                 tracking.stall = (str(stall[0]), int(stall[1])) if stall else None
                 tracking.last_train_best_time = float(data.get("last_train_best_time", 0.0))
-                tracking.last_steps = {k: int(v) for k, v in data.get("last_steps", {}).items()}
+                # A state saved before segments kept only a newest step per metric, which may be
+                # the very bogus step that hid every later value: it is not trusted, and the
+                # timeline starts afresh at the saved cursor.
+                if "timeline" in data:
+                    tracking.timeline.restore(data["timeline"])
             except (ValueError, KeyError, TypeError) as exc:
                 # An old or damaged state: start the detectors afresh, but keep the position so
                 # that history is not replayed into a burst of stale alerts.
@@ -138,7 +151,7 @@ class AnomalyPlugin:
                 "detectors": tracking.detectors.state(),
                 "stall": list(tracking.stall) if tracking.stall else None,
                 "last_train_best_time": tracking.last_train_best_time,
-                "last_steps": tracking.last_steps,
+                "timeline": tracking.timeline.state(),
             }
         )
         await self.ctx.store.call(self.ctx.store.store.plugin_put, self.name, f"run:{run}", data)
@@ -157,19 +170,18 @@ class AnomalyPlugin:
 
     # -- points ---------------------------------------------------------------------------------
 
-    async def replay(self) -> None:
-        """Feed the points recorded after each run's saved cursor (e.g. while tunewatch was off)."""
+    async def replay(self, deadline: float | None = None) -> None:
+        """Feed the points recorded after each run's saved cursor (e.g. while tunewatch was off),
+        all of them, or those judged by `deadline` (monotonic seconds)."""
         async with self._feeding:
             runs = await self.ctx.store.call(self.ctx.store.store.runs)
             for run in runs:
                 tracking = await self._tracking(run.name)
-                while True:
+                while deadline is None or time.monotonic() < deadline:
                     points: list[MetricPoint] = await self.ctx.store.call(
                         self.ctx.store.store.metrics, run.id, tracking.cursor, None, REPLAY_PAGE
                     )
-                    await self._feed(
-                        run.name, ((p.seq, Point(p.step, p.metrics, p.time)) for p in points)
-                    )
+                    await self._feed(run.name, ((p.seq, p.source, _point(p)) for p in points))
                     if len(points) < REPLAY_PAGE:
                         break
             await self.save_all()
@@ -190,9 +202,9 @@ class AnomalyPlugin:
     async def on_metrics(self, event: MetricsEvent) -> None:
         async with self._feeding:
             for run, points in groupby(event.points(), key=attrgetter("run")):
-                await self._feed(run, ((p.seq, Point(p.step, p.metrics, p.time)) for p in points))
+                await self._feed(run, ((p.seq, p.source, _point(p)) for p in points))
 
-    async def _feed(self, run: str, points: Iterable[tuple[int, Point]]) -> None:
+    async def _feed(self, run: str, points: Iterable[tuple[int, str, Point]]) -> None:
         """Judge one run's points in order, then publish what they raised.
 
         Of the new bests in one batch only the last per metric is announced: the others were
@@ -202,12 +214,12 @@ class AnomalyPlugin:
         tracking = await self._tracking(run)
         events: list[Event] = []
         bests: dict[str, tuple[NewBest, float]] = {}
-        for seq, point in points:
+        for seq, source, point in points:
             if seq and seq <= tracking.cursor:
                 continue  # already seen (replayed, or recorded before a restart)
             tracking.cursor = max(tracking.cursor, seq)
             tracking.dirty = True
-            fresh = _new_values(point, tracking.last_steps)
+            fresh = tracking.timeline.fresh(source, point)
             if fresh is None:
                 continue
             verdict = tracking.detectors.update(fresh)
@@ -285,18 +297,8 @@ class AnomalyPlugin:
         return published
 
 
-def _new_values(point: Point, last_steps: dict[str, int]) -> Point | None:
-    """The point without the metrics already seen at this step or a later one."""
-    fresh: dict[str, float] = {}
-    for name, value in point.metrics.items():
-        if point.step > last_steps.get(name, -1):
-            fresh[name] = value
-            last_steps[name] = point.step
-    if not fresh:
-        return None
-    if len(fresh) == len(point.metrics):
-        return point
-    return Point(point.step, fresh, point.time)
+def _point(logged: MetricPoint | MetricsLogged) -> Point:
+    return Point(logged.step, logged.metrics, logged.time)
 
 
 def _saved_cursor(saved: str) -> int:

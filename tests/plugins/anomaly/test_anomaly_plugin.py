@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import subprocess
 import sys
@@ -38,6 +39,7 @@ class Harness:
         self.run_id = run_id
         self.bus = EventBus()
         self.published: list[Event] = []
+        self.clock = 1e9
         self.bus.subscribe(AnomalyDetected, self.published.append)
         self.bus.subscribe(AnomalyResolved, self.published.append)
         self.bus.subscribe(BestModelFound, self.published.append)
@@ -53,20 +55,34 @@ class Harness:
             )
         )
 
-    async def log_points(self, points: list[tuple[int, float]]) -> None:
-        """Record points as the ingest does (stored first, then published)."""
-        events = [
-            MetricsLogged(
-                run="run-a", step=s, metrics={"loss": v}, source="log.jsonl", time=1e9 + s
+    async def log_points(
+        self, points: list[tuple[int, float]], source: str = "log.jsonl"
+    ) -> list[MetricsLogged]:
+        """Record points as the ingest does (stored first, then published), a second apart."""
+        events = []
+        for s, v in points:
+            self.clock += 1
+            events.append(
+                MetricsLogged(
+                    run="run-a", step=s, metrics={"loss": v}, source=source, time=self.clock
+                )
             )
-            for s, v in points
-        ]
         await self.store.call(self.store.store.commit_batch, self.run_id, events, None)
         self.bus.publish_many(events)
+        return events
 
     async def settle(self) -> None:
         for _ in range(50):
             await asyncio.sleep(0.005)
+
+    async def finish(self) -> None:
+        """Let the plugin judge what was logged, then stop it."""
+        await self.settle()
+        await self.plugin.stop()
+
+    def repeats(self) -> int:
+        """Findings the gate held back because their episode was already alerted."""
+        return sum(c.repeats for c in self.plugin.runs["run-a"].detectors.gate.counts().values())
 
     def kinds(self) -> list[str]:
         out = []
@@ -85,6 +101,15 @@ async def store(tmp_path: Path) -> AsyncIterator[AsyncStore]:
     await store.close()
 
 
+@pytest.fixture
+async def harness(store: AsyncStore) -> Harness:
+    """The plugin, started, watching run-a."""
+    run_id = await store.call(store.store.ensure_run, "/runs/a", "run-a")
+    h = Harness(store, run_id)
+    await h.plugin.start()
+    return h
+
+
 def dead_pid() -> int:
     proc = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
@@ -99,6 +124,15 @@ def clean(start: int, n: int) -> list[tuple[int, float]]:
     return [(s, 2.0 * math.exp(-s / 300) + 0.5) for s in range(start, start + n)]
 
 
+def resumed_with_nan_from_30() -> list[tuple[int, float]]:
+    """The issue's resumed run, after steps 1-40: steps 21-35 again, NaN from step 30."""
+    return [*clean(21, 9), *((s, math.nan) for s in range(30, 36))]
+
+
+def alerts(h: Harness) -> list[tuple[str, int, str]]:
+    return [(e.kind, e.step, e.severity) for e in h.published if isinstance(e, AnomalyDetected)]
+
+
 async def test_a_nan_loss_is_alerted_once_and_recovers(store: AsyncStore) -> None:
     run_id = await store.call(store.store.ensure_run, "/runs/a", "run-a")
     h = Harness(store, run_id)
@@ -106,8 +140,7 @@ async def test_a_nan_loss_is_alerted_once_and_recovers(store: AsyncStore) -> Non
     await h.log_points(clean(1, 40))
     await h.log_points([(41, math.nan), (42, math.nan)])
     await h.log_points(clean(43, 30))
-    await h.settle()
-    await h.plugin.stop()
+    await h.finish()
     assert h.kinds() == ["non_finite", "resolved:non_finite"]
 
 
@@ -116,8 +149,7 @@ async def test_a_restart_neither_repeats_nor_forgets(store: AsyncStore) -> None:
     first = Harness(store, run_id)
     await first.plugin.start()
     await first.log_points([*clean(1, 40), (41, math.inf)])
-    await first.settle()
-    await first.plugin.stop()
+    await first.finish()
     assert first.kinds() == ["non_finite"]
 
     # While tunewatch is down, the ingest of a later start records more points (a second
@@ -131,12 +163,19 @@ async def test_a_restart_neither_repeats_nor_forgets(store: AsyncStore) -> None:
     second = Harness(store, run_id)
     await second.plugin.start()  # replays the 6 points it has not seen
     second.bus.publish_many(events)  # and the same points arriving on the bus are skipped
-    await second.settle()
-    await second.plugin.stop()
+    await second.finish()
     # The NaN at 41 is still active (restored state): the one at 47 is a repeat, not a new alert.
     assert second.kinds() == []
     counts = second.plugin.runs["run-a"].detectors.gate.counts()
     assert sum(c.repeats for c in counts.values()) >= 1
+
+
+async def test_points_recorded_before_a_stop_are_judged_before_it_ends(harness: Harness) -> None:
+    """`tunewatch run --once` stops the plugins as soon as it has read everything."""
+    await harness.log_points([*clean(1, 300), (301, math.nan)])
+    await harness.plugin.stop()  # at once: most points are still queued
+    await harness.settle()
+    assert harness.kinds() == ["non_finite"]
 
 
 async def test_a_dead_trainer_is_a_stall_alerted_once(store: AsyncStore) -> None:
@@ -150,8 +189,7 @@ async def test_a_dead_trainer_is_a_stall_alerted_once(store: AsyncStore) -> None
     done = StatusChanged(run="run-a", status="completed", source="s")
     await store.call(store.store.commit_batch, run_id, [done], None)
     await h.plugin.check_stalls()
-    await h.settle()
-    await h.plugin.stop()
+    await h.finish()
     assert h.kinds() == ["stall", "resolved:stall"]
 
 
@@ -162,8 +200,7 @@ async def test_train_loss_best_models_are_announced_at_most_once_per_interval(
     h = Harness(store, run_id)
     await h.plugin.start()
     await h.log_points(clean(1, 300))  # a steadily falling loss, all within a few seconds
-    await h.settle()
-    await h.plugin.stop()
+    await h.finish()
     bests = [e for e in h.published if isinstance(e, BestModelFound)]
     assert len(bests) == 1
     assert bests[0].metric == "loss"
@@ -181,8 +218,7 @@ async def test_the_same_step_from_two_sources_is_judged_once(store: AsyncStore) 
     ]
     await store.call(store.store.commit_batch, run_id, nan_twice, None)
     h.bus.publish_many(nan_twice)
-    await h.settle()
-    await h.plugin.stop()
+    await h.finish()
     assert h.kinds() == ["non_finite"]
     counts = h.plugin.runs["run-a"].detectors.gate.counts()
     assert sum(c.repeats for c in counts.values()) == 0
@@ -202,7 +238,7 @@ async def test_points_the_bus_drops_in_a_burst_are_read_from_the_store(
     assert anomaly_stats.dropped > 0
     assert h.kinds() == ["non_finite"]
     assert h.plugin.runs["run-a"].cursor == 301
-    assert h.plugin.runs["run-a"].last_steps["loss"] == 301
+    assert h.plugin.runs["run-a"].timeline.judged["loss"].steps[-1] == 301
 
 
 async def test_a_batch_is_judged_point_by_point(store: AsyncStore) -> None:
@@ -220,8 +256,7 @@ async def test_a_batch_is_judged_point_by_point(store: AsyncStore) -> None:
     )
     await store.call(store.store.commit_batch, run_id, [batch], None)
     h.bus.publish(batch)
-    await h.settle()
-    await h.plugin.stop()
+    await h.finish()
     assert h.kinds() == ["non_finite", "resolved:non_finite"]
     [alert] = [e for e in h.published if isinstance(e, AnomalyDetected)]
     assert alert.step == 61
@@ -245,7 +280,112 @@ async def test_a_caught_up_history_announces_only_its_latest_best(store: AsyncSt
     live = MetricsLogged(run="run-a", step=1100, metrics={"eval_loss": 0.5}, source="log.jsonl")
     await store.call(store.store.commit_batch, run_id, [live], None)
     h.bus.publish(live)
-    await h.settle()
-    await h.plugin.stop()
+    await h.finish()
     bests = [(e.step, e.value) for e in h.published if isinstance(e, BestModelFound)]
     assert bests == [(1000, 1.1), (1100, 0.5)]
+
+
+async def test_a_run_resumed_from_a_checkpoint_is_judged_again(harness: Harness) -> None:
+    """Steps 1-40, then 21-35 again from checkpoint-20: the NaN from step 30 is alerted."""
+    await harness.log_points(clean(1, 40))
+    await harness.log_points(resumed_with_nan_from_30())
+    await harness.finish()
+    assert alerts(harness) == [("non_finite", 30, "critical")]
+
+
+async def test_a_spike_in_a_resumed_segment_is_detected(harness: Harness) -> None:
+    await harness.log_points(clean(1, 40))
+    resumed = clean(21, 15)
+    resumed[9] = (30, 10 * resumed[9][1])
+    await harness.log_points(resumed)
+    await harness.finish()
+    assert ("loss_spike", 30, "critical") in alerts(harness)
+
+
+async def test_a_bogus_huge_step_does_not_switch_detection_off(harness: Harness) -> None:
+    """After one line at step 2**63-1, the log's normal steps (a NaN among them) are judged."""
+    await harness.log_points([*clean(1, 40), (9223372036854775807, 0.9)])
+    await harness.log_points([*clean(41, 4), (45, math.nan), (46, math.nan)])
+    await harness.finish()
+    assert alerts(harness) == [("non_finite", 45, "critical")]
+
+
+async def test_a_resume_seen_first_in_the_status_file_is_judged_once(harness: Harness) -> None:
+    """The status file shows the resumed step 30 before the log does: one segment, not two."""
+    await harness.log_points(clean(1, 40))
+    await harness.log_points([(40, clean(40, 1)[0][1])], source="training_status.json")
+    await harness.log_points([(30, math.nan)], source="training_status.json")
+    await harness.log_points(resumed_with_nan_from_30())
+    await harness.finish()
+    assert alerts(harness) == [("non_finite", 30, "critical")]
+    # Steps 31-35 repeat the NaN; the log's step 30 is the status file's, not judged again.
+    assert harness.repeats() == 5
+
+
+async def test_a_status_file_ahead_of_a_buffered_log_hides_none_of_it(harness: Harness) -> None:
+    """The status file says step 60 while the log still flushes 41-60: the log's NaN counts."""
+    await harness.log_points(clean(1, 40))
+    await harness.log_points(clean(60, 1), source="training_status.json")
+    await harness.log_points([*clean(41, 9), (50, math.nan), *clean(51, 10)])
+    await harness.finish()
+    assert alerts(harness) == [("non_finite", 50, "critical")]
+
+
+async def test_a_replay_of_history_already_seen_raises_nothing(harness: Harness) -> None:
+    """trainer_state.json of a checkpoint repeats what the log gave, NaN and all: no new alert."""
+    history = [*clean(1, 30), (31, math.nan), *clean(32, 40)]
+    await harness.log_points(history)
+    await harness.settle()
+    assert harness.kinds() == ["non_finite", "resolved:non_finite"]
+    await harness.log_points(history[:50], source="trainer_state.json")
+    await harness.finish()
+    assert harness.kinds() == ["non_finite", "resolved:non_finite"]
+    assert harness.repeats() == 0
+
+
+async def test_a_resume_after_a_restart_is_alerted_and_never_again(store: AsyncStore) -> None:
+    """Where each source stood survives a restart; replaying what was judged alerts nothing."""
+    run_id = await store.call(store.store.ensure_run, "/runs/a", "run-a")
+    first = Harness(store, run_id)
+    await first.plugin.start()
+    await first.log_points(clean(1, 40))
+    await first.finish()
+
+    second = Harness(store, run_id)
+    await second.plugin.start()
+    resumed = await second.log_points(resumed_with_nan_from_30())
+    await second.finish()
+    assert alerts(second) == [("non_finite", 30, "critical")]
+
+    third = Harness(store, run_id)
+    await third.plugin.start()
+    third.bus.publish_many(resumed)  # the same points again, as after a crash before an ack
+    await third.finish()
+    assert alerts(third) == []
+
+
+async def test_a_state_saved_before_segments_is_kept_and_no_longer_blinds(
+    store: AsyncStore,
+) -> None:
+    """An old state, saved after a bogus step, still restores detectors and cursor."""
+    run_id = await store.call(store.store.ensure_run, "/runs/a", "run-a")
+    first = Harness(store, run_id)
+    await first.plugin.start()
+    await first.log_points([*clean(1, 40), (41, math.nan)])
+    await first.finish()
+    assert first.kinds() == ["non_finite"]
+    text = await store.call(store.store.plugin_get, "anomaly", "run:run-a")
+    assert text is not None
+    saved = json.loads(text)
+    del saved["timeline"]
+    saved["last_steps"] = {"loss": 9223372036854775807}  # what the old version kept
+    await store.call(store.store.plugin_put, "anomaly", "run:run-a", json.dumps(saved))
+
+    second = Harness(store, run_id)
+    second.clock = first.clock + 3600  # an hour later: past the cooldown of the first alert
+    await second.plugin.start()
+    await second.log_points([*clean(42, 30), (72, math.inf)])
+    await second.finish()
+    # The NaN episode at 41 was restored (it recovers, not re-alerts); the Inf at 72 is new.
+    assert second.kinds() == ["resolved:non_finite", "non_finite"]
+    assert second.plugin.runs["run-a"].cursor == 72

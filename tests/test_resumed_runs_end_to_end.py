@@ -1,0 +1,68 @@
+"""End to end: steps are data, not trust. A resumed run and a bogus step still raise alerts.
+
+The real daemon reads a LLaMA-Factory `trainer_log.jsonl` with `tunewatch run --once`, and
+`tunewatch events` shows what the anomaly plugin made of it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from fixtures.daemon_process import DaemonProcess
+
+BOGUS_STEP = 9223372036854775807  # the issue's line: the largest 64-bit integer
+
+
+def llamafactory_line(step: int, loss: float) -> str:
+    # Python's json writes NaN as the bare token NaN, as LLaMA-Factory's logger does.
+    return json.dumps({"current_steps": step, "total_steps": 100, "loss": loss}) + "\n"
+
+
+def healthy_loss(step: int) -> float:
+    return 2.0 * math.exp(-step / 300) + 0.5
+
+
+def write_log(run: Path, points: list[tuple[int, float]]) -> None:
+    run.mkdir()
+    (run / "trainer_log.jsonl").write_text("".join(llamafactory_line(s, v) for s, v in points))
+
+
+def anomalies_after_run_once(tmp_path: Path, run: Path) -> list[dict[str, Any]]:
+    with DaemonProcess(tmp_path) as daemon:
+        daemon.cli("run", "--once", "--no-notifications", str(run))
+        daemon.cli("run", "--once", "--no-notifications", str(run))  # a restart re-alerts nothing
+        return [e["data"] for e in daemon.events("--kind", "anomaly")]
+
+
+def test_a_run_resumed_from_a_checkpoint_alerts_on_its_nan(tmp_path: Path) -> None:
+    """Steps 1-40, then the run resumed from checkpoint-20 writes 21-35 again, NaN from 30."""
+    run = tmp_path / "resumed"
+    first_attempt = [(s, healthy_loss(s)) for s in range(1, 41)]
+    resumed = [(s, math.nan if s >= 30 else healthy_loss(s)) for s in range(21, 36)]
+    write_log(run, first_attempt + resumed)
+
+    anomalies = anomalies_after_run_once(tmp_path, run)
+
+    assert [(a["kind"], a["step"], a["severity"]) for a in anomalies] == [
+        ("non_finite", 30, "critical")
+    ]
+
+
+def test_a_bogus_step_does_not_switch_anomaly_detection_off(tmp_path: Path) -> None:
+    """One line at step 2**63-1, then the log goes on at step 41 and turns NaN at 45."""
+    run = tmp_path / "bogus-step"
+    points = [
+        *((s, healthy_loss(s)) for s in range(1, 41)),
+        (BOGUS_STEP, 0.9),
+        *((s, math.nan if s >= 45 else healthy_loss(s)) for s in range(41, 51)),
+    ]
+    write_log(run, points)
+
+    anomalies = anomalies_after_run_once(tmp_path, run)
+
+    assert [(a["kind"], a["step"], a["severity"]) for a in anomalies] == [
+        ("non_finite", 45, "critical")
+    ]
