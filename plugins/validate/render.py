@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from tunewatch.daemon.text import printable
 from tunewatch.plugins.validate.report import Problem, TokenStats, ValidationReport
 
 SHOWN_PER_CATEGORY = 3
@@ -56,7 +57,7 @@ def _groups(groups: tuple[tuple[int, ...], ...], verbose: bool) -> list[str]:
 
 
 def render_text(report: ValidationReport, *, verbose: bool = False) -> str:
-    """The report a person reads in a terminal."""
+    """The report a person reads in a terminal; text from the data or a file name is escaped."""
     out = [
         f"{report.path}",
         f"  format: {report.format}   examples: {report.examples}",
@@ -81,18 +82,22 @@ def render_text(report: ValidationReport, *, verbose: bool = False) -> str:
             out.append(f"    ... {len(problems) - len(shown)} more shown with --verbose")
     out.append(f"  score: {report.score}/100 -> {_VERDICT_TEXT[report.verdict]}")
     out += [f"    -{d.points:g}  {d.reason}" for d in report.deductions]
-    return "\n".join(out) + "\n"
+    # The path and the messages quoting the data may hold escape sequences: show, never obey.
+    return "\n".join(map(printable, out)) + "\n"
 
 
 def escape_markdown(text: str) -> str:
-    """Text from the data, made inert: no markup, no HTML, no table breaks, one line."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+    """Text from the data or a file name, made inert: no markup, no HTML, no table breaks.
+
+    Control characters, line breaks included, become visible escapes: it stays on its line.
+    """
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", printable(text))
 
 
 def render_markdown(report: ValidationReport, *, verbose: bool = False) -> str:
     esc = escape_markdown
     out = [
-        f"## Validation of `{report.path.replace('`', '')}`",
+        f"## Validation of {esc(report.path)}",
         "",
         f"- format: {report.format}, examples: {report.examples}",
         f"- errors: {report.errors}, warnings: {report.warnings}",
