@@ -30,9 +30,14 @@ def printable(text: str) -> str:
     return _UNSAFE.sub(_escape, text)
 
 
+def readable_file_name(name: str) -> str:
+    """`name` for a file tunewatch writes: each control, bidi or surrogate character becomes `_`."""
+    return _UNSAFE.sub("_", name)
+
+
 def printable_lines(text: str) -> str:
     """Like `printable`, but keeps the line breaks of multi-line text such as a traceback."""
     return "\n".join(printable(line) for line in text.split("\n"))
 
 
-__all__ = ["printable", "printable_lines"]
+__all__ = ["printable", "printable_lines", "readable_file_name"]

@@ -1,9 +1,11 @@
-"""The inbox plugin: validates fine-tuning data dropped into each run's `inbox/` folder.
+"""The inbox plugin: validates fine-tuning data dropped into a run's `inbox/` folder.
 
-A file is validated once it stopped changing (a file still being copied is never read half
-written), in a child process so that the daemon stays responsive and never imports numpy or
-transformers itself. Results are keyed by content hash: the same data dropped again is not
-validated twice. Reports go to `reports/validation/`; a failing file can be moved aside to
+A run opts in by having an `inbox/` folder: tunewatch creates no folder in a run directory (only
+a shared inbox, an absolute `[paths] inbox`, is created). A file is validated once it stopped
+changing (a file still being copied is never read half written), in a child process so that the
+daemon stays responsive and never imports numpy or transformers itself. Results are keyed by
+content hash: the same data dropped again is not validated twice. Reports go to
+`reports/validation/` (never overwriting one); a failing file can be moved aside to
 `inbox/rejected/` (never deleted, never overwriting anything).
 """
 
@@ -27,13 +29,17 @@ from tunewatch.daemon.atomic import write_atomic
 from tunewatch.daemon.events import InboxFileReady, ValidationFinished
 from tunewatch.daemon.plugin import PluginContext
 from tunewatch.plugins.inbox.quarantine import move_aside
+from tunewatch.plugins.inbox.report_names import claim_report_paths, report_base
 from tunewatch.plugins.inbox.settle import SettleTracker, is_candidate
 
 if TYPE_CHECKING:
     from tunewatch.plugins.validate.report import ValidationReport
 
-# With nothing pending, the inbox is also scanned this often (inotify does the rest).
+# With nothing pending, the inboxes are also scanned this often (inotify does the rest); a new
+# inbox/ folder is found by such a scan.
 IDLE_SCAN_S = 30.0
+
+Inbox = tuple[str, Path, Path]  # (run, inbox dir, run dir)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +93,7 @@ def sha256_of(path: Path) -> str:
 
 
 class InboxPlugin:
-    """Watches each run's inbox, validates complete new files, publishes ValidationFinished."""
+    """Watches the runs' inboxes, validates complete new files, publishes ValidationFinished."""
 
     name: ClassVar[str] = "inbox"
     Config: ClassVar[type[InboxConfig]] = InboxConfig
@@ -98,6 +104,9 @@ class InboxPlugin:
         self.settle = SettleTracker(self.config.settle_s)
         self._pool: ProcessPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._watcher: asyncio.Task[None] | None = None  # one for every inbox together
+        self._watched: frozenset[Path] = frozenset()
+        self._rewatch = False  # an inbox went away under the watcher
         self._changed = asyncio.Event()
         self._failed: set[tuple[Path, int, int]] = set()  # unreadable files, until they change
         self.validated = 0
@@ -105,61 +114,82 @@ class InboxPlugin:
     async def start(self) -> None:
         # "spawn": a fork of the daemon would inherit its event loop, threads and sockets.
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        await asyncio.to_thread(self._create_shared_inbox)
         self._tasks.append(asyncio.create_task(self._scan_loop(), name="inbox-scan"))
-        self._tasks.append(asyncio.create_task(self._watch_loop(), name="inbox-watch"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in [*self._tasks, *filter(None, [self._watcher])]:
+            await _cancelled(task)
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
     # -- where the inboxes are ----------------------------------------------------------------
 
-    async def inboxes(self) -> list[tuple[str, Path, Path]]:
-        """(run, inbox dir, run dir) for every known run whose directory exists."""
+    def _shared_inbox(self) -> Path | None:
+        """The one inbox of all runs when `[paths] inbox` is absolute; None: each run's own."""
+        inbox = Path(self.ctx.settings.paths.inbox).expanduser()
+        return inbox if inbox.is_absolute() else None
+
+    def _create_shared_inbox(self) -> None:
+        """A shared inbox is one the user asked for by name: make sure it exists."""
+        shared = self._shared_inbox()
+        if shared is None:
+            return  # a run's own inbox/ is the user's to create: that is how a run opts in
+        try:
+            shared.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.ctx.log.warning("cannot create the inbox", path=str(shared), error=str(exc))
+
+    async def inboxes(self) -> list[Inbox]:
+        """(run, inbox dir, run dir) for each inbox folder that exists."""
         runs = await self.ctx.store.call(self.ctx.store.store.runs)
-        candidates = [
-            (
-                run.name,
-                self.ctx.run_path(Path(run.path), self.ctx.settings.paths.inbox),
-                Path(run.path),
-            )
-            for run in runs
-        ]
-        return await asyncio.to_thread(lambda: [c for c in candidates if c[2].is_dir()])
+        names_and_dirs = [(run.name, run.path) for run in runs]
+        shared = self._shared_inbox()
+        if shared is not None:
+            return await asyncio.to_thread(_shared_inbox_of_first_run, shared, names_and_dirs)
+        own = self.ctx.settings.paths.inbox
+        return await asyncio.to_thread(_runs_with_own_inbox, names_and_dirs, own)
 
     # -- loops ----------------------------------------------------------------------------------
 
-    async def _watch_loop(self) -> None:
-        while True:
-            dirs = []
-            for _run, inbox, _dir in await self.inboxes():
-                # The inbox is tunewatch's own folder: create it so there is a place to drop into.
-                with contextlib.suppress(OSError):
-                    inbox.mkdir(exist_ok=True)
-                    dirs.append(str(inbox))
-            if not dirs:
-                await asyncio.sleep(IDLE_SCAN_S)
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                async for _changes in watchfiles.awatch(*dirs, step=200, recursive=False):
-                    self._changed.set()
+    async def _watch_inboxes(self, dirs: frozenset[Path]) -> None:
+        """One watcher for all inboxes, replaced when the set of inboxes changes."""
+        if dirs == self._watched and not self._rewatch:
+            return
+        if self._watcher is not None:
+            await _cancelled(self._watcher)
+        self._watched, self._rewatch = dirs, False
+        self._watcher = (
+            asyncio.create_task(self._watch(sorted(dirs)), name="inbox-watch") if dirs else None
+        )
+
+    async def _watch(self, dirs: list[Path]) -> None:
+        try:
+            async for _changes in watchfiles.awatch(*dirs, step=200, recursive=False):
+                self._changed.set()
+        except FileNotFoundError:
+            self._rewatch = True  # an inbox was removed: the next scan watches those still there
+        except OSError as exc:  # e.g. no inotify watch left; tried again when the inboxes change
+            message = f"cannot watch the inboxes; they are scanned every {IDLE_SCAN_S:g} s"
+            self.ctx.log.warning(message, error=str(exc))
 
     async def _scan_loop(self) -> None:
         while True:
-            await self.scan_once()
+            self._changed.clear()  # a change from here on, even during this scan, brings the next
+            inboxes = await self.inboxes()
+            await self._watch_inboxes(frozenset(inbox for _run, inbox, _dir in inboxes))
+            await self._scan(inboxes)
             wait = self.config.settle_s / 2 if self.settle.pending() else IDLE_SCAN_S
-            self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), wait)
 
     async def scan_once(self, now: float | None = None) -> int:
         """Look at every inbox once; validate the files that are ready. Returns how many."""
+        return await self._scan(await self.inboxes(), now)
+
+    async def _scan(self, inboxes: list[Inbox], now: float | None = None) -> int:
         done = 0
-        for run, inbox, run_dir in await self.inboxes():
+        for run, inbox, run_dir in inboxes:
             for path, size, mtime_ns in await asyncio.to_thread(_files_in, inbox):
                 if await self._maybe_validate(run, run_dir, path, (size, mtime_ns), now):
                     done += 1
@@ -219,10 +249,10 @@ class InboxPlugin:
             return
         report = outcome.report
         reports = self.ctx.run_path(run_dir, self.ctx.settings.paths.reports) / "validation"
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        md_path = reports / f"{path.stem}-{stamp}.md"
+        base = report_base(path.name, time.strftime("%Y%m%d-%H%M%S"))
+        md_path, json_path = await asyncio.to_thread(claim_report_paths, reports, base)
         await asyncio.to_thread(write_atomic, md_path, outcome.markdown)
-        await asyncio.to_thread(write_atomic, md_path.with_suffix(".json"), outcome.json_text)
+        await asyncio.to_thread(write_atomic, json_path, outcome.json_text)
         failing = report.score < cfg.min_score
         final_path = path
         if failing and cfg.quarantine:
@@ -249,6 +279,32 @@ class InboxPlugin:
                 report_path=str(md_path),
             )
         )
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _runs_with_own_inbox(runs: list[tuple[str, str]], inbox: str) -> list[Inbox]:
+    """The runs whose own inbox folder exists: one stat per run, cheap even for 10,000 runs."""
+    # Strings, not Paths, for the runs without an inbox (most): a third of the time.
+    return [
+        (name, Path(run_dir, inbox), Path(run_dir))
+        for name, run_dir in runs
+        if os.path.isdir(os.path.join(run_dir, inbox))
+    ]
+
+
+def _shared_inbox_of_first_run(inbox: Path, runs: list[tuple[str, str]]) -> list[Inbox]:
+    """A shared inbox, given to the first run whose directory exists (its reports go there)."""
+    if not inbox.is_dir():
+        return []
+    for name, run_dir in runs:
+        if os.path.isdir(run_dir):
+            return [(name, inbox, Path(run_dir))]
+    return []
 
 
 def _files_in(inbox: Path) -> list[tuple[Path, int, int]]:

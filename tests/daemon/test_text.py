@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tunewatch.daemon.text import printable, printable_lines
+from tunewatch.daemon.text import printable, printable_lines, readable_file_name
 
 BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 # Any text, lone surrogates included (hypothesis leaves them out unless asked).
@@ -73,3 +73,8 @@ def test_printable_lines_keeps_line_breaks_only() -> None:
     assert printable_lines(trace) == (
         'Traceback:\n  File "x"\nValueError: bad \\x1b]0;PWNED\\x07 line\\r'
     )
+
+
+def test_a_file_name_keeps_its_letters_and_loses_its_controls() -> None:
+    assert readable_file_name("x\n<img src=x>\u202e\udcff.jsonl") == "x_<img src=x>__.jsonl"
+    assert readable_file_name("données 📊.jsonl") == "données 📊.jsonl"
