@@ -17,7 +17,8 @@ import orjson
 
 from tunewatch.daemon.config import ConfigError, Settings
 from tunewatch.daemon.history import KINDS
-from tunewatch.daemon.store import Store, StoreError
+from tunewatch.daemon.instance_lock import AlreadyRunning
+from tunewatch.daemon.store import StateDirError, Store, StoreError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -84,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tunewatch: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (StateDirError, AlreadyRunning) as exc:
+        print(f"tunewatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except StoreError as exc:
         print(f"tunewatch: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -134,18 +138,30 @@ def _open_store(args: argparse.Namespace) -> Store:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from tunewatch.daemon.run_status import collect_status, render_status
+    from tunewatch.daemon.instance_lock import read_health
+    from tunewatch.daemon.run_status import (
+        collect_status,
+        daemon_json,
+        render_daemon,
+        render_status,
+    )
 
-    store = _open_store(args)
+    settings = _settings(args)
+    store = Store(settings.state_db(), readonly=True)
     try:
         runs = collect_status(store)
     finally:
         store.close()
+    running, health = read_health(settings.state_dir())
     if args.json:
-        out = {"generated": time.time(), "runs": [r.to_json() for r in runs]}
+        out = {
+            "generated": time.time(),
+            "daemon": daemon_json(running, health),
+            "runs": [r.to_json() for r in runs],
+        }
         sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        sys.stdout.write(render_status(runs))
+        sys.stdout.write(render_daemon(running, health) + "\n" + render_status(runs))
     return EXIT_OK
 
 
@@ -208,6 +224,7 @@ def _cmd_plugins() -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from tunewatch.daemon.text import printable
     from tunewatch.plugins.validate import render
     from tunewatch.plugins.validate.reader import UnreadableInput
     from tunewatch.plugins.validate.tokens import TokenizerNotFound
@@ -224,7 +241,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 progress=_validate_progress(path),
             )
         except (UnreadableInput, TokenizerNotFound) as exc:
-            print(f"tunewatch validate: {exc}", file=sys.stderr)
+            print(f"tunewatch validate: {printable(str(exc))}", file=sys.stderr)
             code = EXIT_USAGE
             continue
         reports.append(report)

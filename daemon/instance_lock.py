@@ -14,14 +14,16 @@ import contextlib
 import fcntl
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import orjson
 
 LOCK_NAME = "daemon.lock"
 # Room for the health record; written whole at offset 0, padded with spaces.
-RECORD_BYTES = 4096
+RECORD_BYTES = 16384
+# Unreadable files listed by name in the record (the count covers the rest).
+LISTED_FAULTS = 20
 # A reader's brief shared lock (see `read_health`) can meet a daemon that is starting.
 _ACQUIRE_TRIES = 10
 _ACQUIRE_PAUSE_S = 0.05
@@ -49,18 +51,24 @@ class DaemonHealth:
     recording_failure: str | None = None  # why nothing can be recorded, if so
     recording_failure_since: float | None = None
     unreadable_files: int = 0
-    stuck: str | None = None  # work that has not come back (see sdnotify.run_watchdog)
+    # (path, kind, message, since) of the first LISTED_FAULTS unreadable files.
+    unreadable: tuple[tuple[str, str, str, float], ...] = ()
 
     def to_bytes(self) -> bytes:
         data = orjson.dumps(asdict(self))
+        if len(data) > RECORD_BYTES and self.unreadable:  # long paths: list fewer
+            return replace(self, unreadable=self.unreadable[:-1]).to_bytes()
         return data[:RECORD_BYTES].ljust(RECORD_BYTES, b" ")
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DaemonHealth | None:
         try:
             fields = orjson.loads(data.strip() or b"null")
-            return cls(**fields) if isinstance(fields, dict) else None
-        except (orjson.JSONDecodeError, TypeError):
+            if not isinstance(fields, dict):
+                return None
+            fields["unreadable"] = tuple(tuple(f) for f in fields.get("unreadable", ()))
+            return cls(**fields)
+        except (orjson.JSONDecodeError, TypeError, ValueError):
             return None
 
 

@@ -6,7 +6,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tunewatch.daemon.history import fmt_step, fmt_value
+from tunewatch.daemon.history import fmt_duration, fmt_step, fmt_value
+from tunewatch.daemon.instance_lock import DaemonHealth
 from tunewatch.daemon.store import Store
 from tunewatch.daemon.text import printable
 
@@ -90,13 +91,7 @@ def _accuracy(metrics: dict[str, float]) -> float:
 
 
 def fmt_age(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s ago"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min ago"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h ago"
-    return f"{seconds / 86400:.1f} days ago"
+    return f"{fmt_duration(seconds)} ago"
 
 
 def fmt_percent(fraction: float) -> str:
@@ -134,3 +129,40 @@ def render_status(runs: list[RunStatus]) -> str:
         # Names, paths, statuses and error text come from files: escape what they hold.
         blocks.append("\n".join(map(printable, lines)))
     return "\n\n".join(blocks) + "\n"
+
+
+def daemon_json(running: bool, health: DaemonHealth | None) -> dict[str, Any]:
+    """The daemon's own state for `status --json`; a stale record says nothing when stopped."""
+    if not running or health is None:
+        return {"running": running, "pid": None, "recording_failure": None, "unreadable": []}
+    data = asdict(health)
+    data["running"] = True
+    data["unreadable"] = [
+        {"path": p, "kind": k, "message": m, "since": t} for p, k, m, t in health.unreadable
+    ]
+    return data
+
+
+def render_daemon(running: bool, health: DaemonHealth | None, now: float | None = None) -> str:
+    """One paragraph on the daemon itself: running or not, recording or not, and why."""
+    now = time.time() if now is None else now
+    if not running or health is None:
+        return (
+            "tunewatch is not running: nothing new is recorded. Start it with "
+            "`systemctl --user start tunewatch` or `tunewatch run`.\n"
+        )
+    lines = [f"tunewatch is running (pid {health.pid}, for {fmt_duration(now - health.started)})"]
+    if health.recording_failure is not None:
+        since = health.recording_failure_since or now
+        lines.append(
+            f"  CANNOT RECORD for {fmt_duration(now - since)}: {health.recording_failure}. "
+            "Nothing is lost; it resumes by itself once this is fixed."
+        )
+    if health.unreadable_files:
+        lines.append(
+            f"  {health.unreadable_files} file(s) cannot be read (retried until they can):"
+        )
+        lines += [f"    {path}: {message}" for path, _kind, message, _since in health.unreadable]
+        if health.unreadable_files > len(health.unreadable):
+            lines.append(f"    ... and {health.unreadable_files - len(health.unreadable)} more")
+    return "\n".join(map(printable, lines)) + "\n"

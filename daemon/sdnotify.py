@@ -137,14 +137,23 @@ async def run_watchdog(
 
 
 async def report_startup(
-    notifier: SdNotifier, progress: Callable[[], str], interval_s: float
+    notifier: SdNotifier,
+    progress: Callable[[], str],
+    interval_s: float,
+    stuck: Callable[[], str | None] = lambda: None,
 ) -> None:
     """Until cancelled, extend systemd's start timeout every `interval_s` and show `progress()`.
 
     Each extension covers two intervals, so one late tick does not let the timeout expire.
+    While `stuck()` names work that has not come back, no extension is sent: the start then
+    times out and systemd restarts the daemon, as the watchdog would once it runs.
     """
     while True:
-        notifier.extend_startup(2 * interval_s, progress())
+        reason = stuck()
+        if reason is None:
+            notifier.extend_startup(2 * interval_s, progress())
+        else:
+            notifier.status(f"stuck: {reason}")
         await asyncio.sleep(interval_s)
 
 

@@ -13,6 +13,7 @@ import functools
 import gc
 import os
 import signal
+import threading
 import time
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from tunewatch.daemon.bus import EventBus
 from tunewatch.daemon.config import ConfigError, Settings
 from tunewatch.daemon.downsampling import run_downsampling
 from tunewatch.daemon.history import RECORDED_TYPES
-from tunewatch.daemon.instance_lock import DaemonHealth, InstanceLock
+from tunewatch.daemon.instance_lock import LISTED_FAULTS, DaemonHealth, InstanceLock
 from tunewatch.daemon.memory import release_freed_memory, tune_malloc
 from tunewatch.daemon.plugin import (
     PluginContext,
@@ -35,14 +36,20 @@ from tunewatch.daemon.plugin import (
     plugin_config,
 )
 from tunewatch.daemon.sdnotify import SdNotifier, report_startup, run_watchdog
-from tunewatch.daemon.store import AsyncStore, StoreFailure
+from tunewatch.daemon.store import AsyncStore, StateDirError, StoreFailure
 from tunewatch.daemon.watcher import RunWatcher
 
 log = structlog.get_logger(__name__)
 
 STATUS_INTERVAL_S = 10.0
+# After SIGTERM, the process exits within this long even if a thread is stuck (systemd's
+# TimeoutStopSec in the shipped unit is 20 s).
+STOP_GRACE_S = 15.0
 # While catching up, systemd's start timeout is pushed back this often (see report_startup).
 STARTUP_REPORT_S = 10.0
+# While catching up, a store call or file read that has not returned for this long stops the
+# start-timeout extensions, so systemd fails the start instead of waiting for ever.
+STARTUP_STUCK_S = 60.0
 
 
 class Daemon:
@@ -66,12 +73,22 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self._reload_requested = False
         self.watcher: RunWatcher  # set by run()
+        # Set by `run_daemon`: the process exits this long after SIGTERM whatever is stuck.
+        self.stop_grace_s: float | None = None
+        self._stop_timer: threading.Timer | None = None
 
     def run_specs(self) -> list[str]:
         return self.cli_run_specs or list(self.settings.daemon.runs)
 
     async def run(self) -> int:
-        lock = InstanceLock.acquire(self.settings.state_dir())
+        state_dir = self.settings.state_dir()
+        try:
+            lock = InstanceLock.acquire(state_dir)
+        except OSError as exc:
+            raise StateDirError(
+                f"cannot use the state directory {state_dir}: {exc.strerror or exc}; make it "
+                "writable or choose another with [daemon] state_dir"
+            ) from exc
         try:
             return await self._run_locked(lock)
         finally:
@@ -101,7 +118,10 @@ class Daemon:
             await self._start_plugins(host, bus, store, self.watcher)
             startup = asyncio.create_task(
                 report_startup(
-                    self.notifier, lambda: _catch_up_status(self.watcher), STARTUP_REPORT_S
+                    self.notifier,
+                    lambda: _catch_up_status(self.watcher),
+                    STARTUP_REPORT_S,
+                    functools.partial(self._pipeline_stuck, store, STARTUP_STUCK_S),
                 )
             )
             try:
@@ -206,6 +226,13 @@ class Daemon:
         log.info("stopping")
         self._reload_requested = False
         self.stop_event.set()
+        if self.stop_grace_s is not None and self._stop_timer is None:
+            self._stop_timer = _exit_if_stop_hangs(self.stop_grace_s)
+
+    def stopped(self) -> None:
+        """The process is about to exit normally: the stop timer is not needed any more."""
+        if self._stop_timer is not None:
+            self._stop_timer.cancel()
 
     def request_reload(self) -> None:
         log.info("reloading configuration")
@@ -250,6 +277,10 @@ class Daemon:
             recording_failure=failure.reason if failure else None,
             recording_failure_since=failure.since if failure else None,
             unreadable_files=len(self.watcher.faults),
+            unreadable=tuple(
+                (path, fault.kind, fault.message, fault.since)
+                for path, fault in list(self.watcher.faults.items())[:LISTED_FAULTS]
+            ),
         )
 
     def status_line(self, watcher: RunWatcher) -> str:
@@ -287,7 +318,30 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
+def _exit_if_stop_hangs(grace_s: float) -> threading.Timer:
+    """Exit anyway if stopping takes longer than `grace_s` (a thread stuck in a system call).
+
+    Whatever is committed is consistent (positions are committed with their events), so a
+    forced exit loses nothing; a daemon that ignores SIGTERM would be killed by systemd anyway,
+    and one started by hand would hang the terminal. A thread timer, not the event loop: the
+    loop itself may be what is stuck.
+    """
+
+    def force_exit() -> None:
+        log.error("stopping did not finish; exiting anyway", grace_s=grace_s)
+        os._exit(1)
+
+    timer = threading.Timer(grace_s, force_exit)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 def run_daemon(daemon: Daemon) -> int:
     tune_malloc()
     tune_gc()
-    return asyncio.run(daemon.run())
+    daemon.stop_grace_s = STOP_GRACE_S
+    code = asyncio.run(daemon.run())
+    # asyncio.run also waited for the executor threads; past this point nothing can hang.
+    daemon.stopped()
+    return code

@@ -191,7 +191,7 @@ class Store:
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
         if readonly and not path.exists():
-            raise StoreError(f"{path}: no state database yet (has `tunewatch run` started?)")
+            _raise_missing(path)
         try:
             self.db = self._connect(readonly)
             self.db.execute("PRAGMA busy_timeout = 10000")
@@ -622,6 +622,16 @@ class Store:
             )
             for seq, t, rid, kind, sev, summary, d in self.db.execute(sql, args)
         ]
+
+
+def _raise_missing(path: Path) -> None:
+    """Why there is no database at `path`: not created yet, or a directory that cannot be."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise StateDirError(f"cannot use the state database {path}: {parent} is a file")
+            break
+    raise StoreError(f"{path}: no state database yet (has `tunewatch run` started?)")
 
 
 def valid_text(text: str) -> str:

@@ -134,7 +134,7 @@ class RunWatcher:
         self.batches_committed = 0
         self._errors_logged: Counter[tuple[str, str]] = Counter()
         self.wakeups = FileWakeups(self.on_change, self._recheck_followed)
-        # Follower key -> why that file is not being read now.
+        # Path (as text) -> why that file is not being read now.
         self.faults: dict[str, FileFault] = {}
         # Set while the store refuses writes; `retry_store=False` (`run --once`) gives up instead.
         self.recording_failure: RecordingFailure | None = None
@@ -228,7 +228,7 @@ class RunWatcher:
     async def _process(self, run: RunSources, kind: SourceKind, path: Path) -> None:
         """Read what is new in one file and record it; a failure is contained to this file."""
         key = run.follower_key(kind, path)
-        fault = self.faults.get(key)
+        fault = self.faults.get(valid_text(str(path)))
         try:
             await self._ingest(run, kind, path, key)
         except StoreFailure:
@@ -321,7 +321,7 @@ class RunWatcher:
         self, run: RunSources, kind: SourceKind, path: Path, fault_kind: str, message: str
     ) -> None:
         """Remember why `path` is not read, say it once, and try it again with backoff."""
-        key = run.follower_key(kind, path)
+        key = valid_text(str(path))
         fault = self.faults.get(key)
         if fault is not None and fault.kind == fault_kind:
             fault.attempts += 1
@@ -353,7 +353,7 @@ class RunWatcher:
     async def _file_readable(
         self, run: RunSources, kind: SourceKind, path: Path, fault: FileFault
     ) -> None:
-        del self.faults[run.follower_key(kind, path)]
+        del self.faults[valid_text(str(path))]
         self.health_changed.set()
         if fault.retry is not None:
             fault.retry.cancel()

@@ -135,9 +135,9 @@ def test_a_file_dropped_into_the_inbox_is_validated_and_notified(
         {"instruction": f"Add {i} and {i + 1}.", "input": "", "output": f"The sum is {2 * i + 1}."}
         for i in range(50)
     ]
+    (run / "inbox").mkdir()  # a user opts in by creating it
     with DaemonProcess(tmp_path) as daemon:
         daemon.start(str(run), notifications=True)
-        daemon.wait_for(lambda: (run / "inbox").is_dir(), what="the inbox folder")
         part = run / "inbox" / "my_data.jsonl.part"  # copied under a temporary name, then renamed
         part.write_text("".join(json.dumps(r) + "\n" for r in rows))
         part.rename(run / "inbox" / "my_data.jsonl")

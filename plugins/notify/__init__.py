@@ -21,8 +21,11 @@ from tunewatch.daemon.events import (
     AnomalyResolved,
     BestModelFound,
     ComparisonFinished,
+    RecordingFailed,
+    RecordingResumed,
     ReportWritten,
     SnapshotCreated,
+    SourceUnreadable,
     ValidationFinished,
 )
 from tunewatch.daemon.plugin import PluginContext
@@ -92,6 +95,9 @@ class NotifyPlugin:
             bus.subscribe(ValidationFinished, self.on_validation, name="notify:validation"),
             bus.subscribe(ComparisonFinished, self.on_comparison, name="notify:comparison"),
             bus.subscribe(ReportWritten, self.on_report, name="notify:report"),
+            bus.subscribe(RecordingFailed, self.on_recording_failed, name="notify:recording"),
+            bus.subscribe(RecordingResumed, self.on_recording_resumed, name="notify:recording"),
+            bus.subscribe(SourceUnreadable, self.on_source_unreadable, name="notify:source"),
         ]
 
     def _start_channels(self) -> None:
@@ -153,6 +159,15 @@ class NotifyPlugin:
 
     def on_report(self, event: ReportWritten) -> None:
         self._emit(messages.report_alert(event))
+
+    def on_recording_failed(self, event: RecordingFailed) -> None:
+        self._emit(messages.recording_failed_alert(event))
+
+    def on_recording_resumed(self, event: RecordingResumed) -> None:
+        self._emit(messages.recording_resumed_alert(event))
+
+    def on_source_unreadable(self, event: SourceUnreadable) -> None:
+        self._emit(messages.source_unreadable_alert(event, self._run_dir(event.run)))
 
     def on_best_model(self, event: BestModelFound) -> None:
         """Wait up to `best_wait_s` for the snapshot, so one notification can say it is saved."""

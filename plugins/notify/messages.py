@@ -15,10 +15,13 @@ from tunewatch.daemon.events import (
     AnomalyResolved,
     BestModelFound,
     ComparisonFinished,
+    RecordingFailed,
+    RecordingResumed,
     ReportWritten,
+    SourceUnreadable,
     ValidationFinished,
 )
-from tunewatch.daemon.history import fmt_step, fmt_value
+from tunewatch.daemon.history import fmt_duration, fmt_step, fmt_value
 from tunewatch.plugins.notify.markup import one_line
 
 # Verdicts a validator uses to say "do not train on this".
@@ -200,4 +203,36 @@ def report_alert(e: ReportWritten) -> Alert:
         body=f"Last {e.period_hours:g} h: {_name(e.path)}",
         kind="report",
         target=e.path,
+    )
+
+
+# -- tunewatch's own health --------------------------------------------------------------------
+
+
+def recording_failed_alert(e: RecordingFailed) -> Alert:
+    return Alert(
+        title="tunewatch cannot record",
+        body=f"tunewatch cannot record: {one_line(e.reason, 200)}. Nothing is lost: reading "
+        "resumes by itself once this is fixed.",
+        kind="recording",
+        critical=True,
+    )
+
+
+def recording_resumed_alert(e: RecordingResumed) -> Alert:
+    return Alert(
+        title="tunewatch is recording again",
+        body=f"Stopped for {fmt_duration(e.time - e.since)} ({one_line(e.reason, 120)}); "
+        "nothing was lost",
+        kind="recording",
+    )
+
+
+def source_unreadable_alert(e: SourceUnreadable, run_dir: str | None = None) -> Alert:
+    return Alert(
+        title=f"Cannot read {_name(e.source)}: {one_line(e.run)}",
+        body=f"{one_line(e.message, 200)} (retried until it can be read)",
+        kind="source_unreadable",
+        run=e.run,
+        target=run_dir,
     )

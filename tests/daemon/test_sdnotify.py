@@ -7,6 +7,7 @@ import contextlib
 import os
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from tunewatch.daemon.sdnotify import SdNotifier, report_startup, run_watchdog
+from tunewatch.daemon.store import AsyncStore
 
 # Generous: a loaded 2-core CI box may take a while to schedule us, never this long.
 RECEIVE_TIMEOUT_S = 5.0
@@ -231,6 +233,49 @@ async def test_a_blocked_event_loop_stops_the_pings(notify_socket: socket.socket
 
     assert sent_while_blocked == []
     assert resumed == [b"WATCHDOG=1", b"WATCHDOG=1"]
+
+
+async def test_a_hung_store_thread_stops_the_pings_until_it_returns(
+    notify_socket: socket.socket, tmp_path: Path
+) -> None:
+    """The loop is fine but the store thread is stuck: systemd must still see a hang."""
+    store = await AsyncStore.open(tmp_path / "state.db")
+
+    def stuck() -> str | None:
+        pending = store.oldest_pending()
+        return None if pending is None or pending[1] < 0.2 else f"{pending[0]} stuck"
+
+    watchdog = asyncio.create_task(run_watchdog(SdNotifier.from_env(), 0.05, stuck))
+    assert await receive_async(notify_socket) == b"WATCHDOG=1"
+    release = threading.Event()
+    hung = asyncio.create_task(store.call(release.wait))
+    await asyncio.sleep(0.4)
+    drain(notify_socket)
+    await asyncio.sleep(0.3)
+    sent_while_hung = drain(notify_socket)
+    release.set()
+    await hung
+    resumed = [await receive_async(notify_socket) for _ in range(2)]
+    await stop(watchdog)
+    await store.close()
+
+    assert b"WATCHDOG=1" not in sent_while_hung
+    assert resumed == [b"WATCHDOG=1", b"WATCHDOG=1"]
+
+
+async def test_startup_extensions_stop_while_the_pipeline_is_stuck(
+    notify_socket: socket.socket,
+) -> None:
+    state: dict[str, str | None] = {"stuck": "reading /r/a.jsonl has not returned for 61 s"}
+    reporter = asyncio.create_task(
+        report_startup(SdNotifier.from_env(), lambda: "catching up", 0.05, lambda: state["stuck"])
+    )
+    first = (await receive_async(notify_socket)).decode()
+    state["stuck"] = None
+    later = (await receive_async(notify_socket)).decode()
+    await stop(reporter)
+    assert first == "STATUS=stuck: reading /r/a.jsonl has not returned for 61 s"
+    assert later.startswith("EXTEND_TIMEOUT_USEC=")
 
 
 async def test_run_watchdog_refuses_a_non_positive_interval() -> None:

@@ -11,8 +11,11 @@ from tunewatch.daemon.events import (
     AnomalyResolved,
     BestModelFound,
     ComparisonFinished,
+    RecordingFailed,
+    RecordingResumed,
     ReportWritten,
     Severity,
+    SourceUnreadable,
     ValidationFinished,
 )
 from tunewatch.plugins.notify import messages
@@ -186,3 +189,25 @@ def test_values_from_logs_stay_on_one_bounded_line() -> None:
     alert = messages.anomaly_alert(anomaly("loss_spike", detail="line one\nline two" + "x" * 500))
     assert "\n" not in alert.body
     assert len(alert.body) < 200
+
+
+def test_a_store_that_refuses_writes_is_a_critical_alert_naming_the_reason() -> None:
+    failed = RecordingFailed(reason="database or disk is full (/s/state.db)", since=1000.0)
+    alert = messages.recording_failed_alert(failed)
+    assert alert.critical
+    assert alert.body.startswith("tunewatch cannot record: database or disk is full")
+    resumed = messages.recording_resumed_alert(
+        RecordingResumed(reason="database or disk is full", since=1000.0, time=1300.0)
+    )
+    assert not resumed.critical
+    assert resumed.body.startswith("Stopped for 5 min (database or disk is full)")
+
+
+def test_an_unreadable_source_names_the_file_and_why() -> None:
+    event = SourceUnreadable(
+        "run-a", "logs/f.jsonl", "not_a_regular_file", "is a FIFO (named pipe)", "/r/logs/f.jsonl"
+    )
+    alert = messages.source_unreadable_alert(event, "/r")
+    assert alert.title == "Cannot read f.jsonl: run-a"
+    assert alert.body.startswith("is a FIFO (named pipe)")
+    assert (alert.target, alert.critical) == ("/r", False)
