@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tunewatch.daemon.bus import EventBus
 from tunewatch.daemon.config import DaemonSettings, Settings
@@ -238,3 +241,59 @@ async def test_a_full_store_loses_nothing_and_recording_resumes_by_itself(h: Har
     assert h.watcher.recording_failure is None
     await settle(h)
     assert len(h.kinds(RecordingResumed)) == 1
+
+
+# -- property: nothing written to one run can stop another run from being recorded ------------
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=8,
+)
+_GARBAGE = st.one_of(
+    st.binary(max_size=120),
+    _JSON_VALUES.map(lambda v: json.dumps(v).encode()),
+    st.dictionaries(st.text(max_size=6), _JSON_VALUES, max_size=4).map(
+        lambda d: json.dumps({"step": 1, **d}).encode()
+    ),
+    st.integers().map(lambda s: json.dumps({"current_steps": s, "loss": 1.0}).encode()),
+    st.sampled_from(
+        [
+            b'{"current_steps": 4, "\\ud800": 1.0}',
+            b'{"current_steps": 9223372036854775807, "loss": 1.0}',
+            b'{"current_steps": -3, "loss": 1.0}',
+            b'{"step": 5, "loss": "1.2"}',
+            b'{"step": 6, "loss": NaN}',
+            b'{"step": 1e400}',
+            b"\xff\xfe\x00",
+        ]
+    ),
+)
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(rounds=st.lists(st.lists(_GARBAGE, max_size=12), min_size=1, max_size=3))
+def test_garbage_in_one_run_never_stops_the_others(rounds: list[list[bytes]]) -> None:
+    async def scenario(root: Path) -> list[int]:
+        control, hostile = root / "runs" / "control", root / "runs" / "hostile"
+        control.mkdir(parents=True)
+        hostile.mkdir()
+        settings_ = Settings(daemon=DaemonSettings(state_dir=str(root / "state")))
+        store = await AsyncStore.open(settings_.state_db())
+        watcher = RunWatcher(settings_, store, EventBus(), [str(root / "runs" / "*")])
+        step = 0
+        try:
+            for garbage in rounds:
+                append(hostile / "m.jsonl", b"\n".join(garbage) + b"\n")
+                step += 1
+                append(control / "train.jsonl", line(step))
+                await watcher.catch_up()
+            return [p.step for p in store.store.metrics() if p.run == "control"]
+        finally:
+            await watcher.close_files()
+            await store.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        recorded = asyncio.run(scenario(Path(tmp)))
+    assert recorded == list(range(1, len(rounds) + 1))
