@@ -1,6 +1,9 @@
-"""Token counts: a real tokenizer (transformers, imported lazily) or a labelled chars/4 estimate.
+"""Token counts: a real tokenizer (the `tokenizers` library, imported lazily) or a labelled
+chars/4 estimate.
 
-The daemon must never import transformers, so only `load_counter` with a path does, inside it.
+The real one is read from a fast tokenizer's `tokenizer.json`, as transformers itself does, with
+no model code to run and without transformers: a plain install counts exactly. Only
+`load_counter` with a path imports `tokenizers`; the daemon itself never does.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ from typing import Protocol
 from tunewatch.plugins.validate.report import TokenStats
 
 APPROXIMATE = "approximate (no tokenizer): characters / 4"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+TOKENIZER_FILE = "tokenizer.json"
+# What a tokenizer saved without its fast form leaves: named in the error, to say what to do.
+SLOW_TOKENIZER_FILES = ("tokenizer.model", "vocab.json", "tokenizer_config.json")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 class TokenizerNotFound(Exception):
-    """The given path holds no tokenizer, nor any checkpoint-N/ that does."""
+    """The given path holds no usable tokenizer, nor any checkpoint-N/ that does."""
 
 
 class TokenCounter(Protocol):
@@ -38,39 +43,32 @@ class ApproximateCounter:
         return [math.ceil(len(text) / 4) for text in texts]
 
 
-class HFCounter:
-    """A transformers tokenizer, loaded from a local directory without remote code."""
+class FastTokenizerCounter:
+    """A saved fast tokenizer (`tokenizer.json`), encoded in Rust on all cores."""
 
     def __init__(self, directory: Path) -> None:
-        from transformers import AutoTokenizer
+        from tokenizers import Tokenizer
 
         self.name = str(directory)
-        # trust_remote_code stays at its default (False): data files must not run code.
-        self._tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-        self._backend = getattr(self._tokenizer, "backend_tokenizer", None)
-        if self._backend is not None:
-            # Counting must not pad or truncate, whatever the saved tokenizer says.
-            self._backend.no_truncation()
-            self._backend.no_padding()
+        path = directory / TOKENIZER_FILE
+        try:
+            self._tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # the library raises a bare Exception for a file it cannot use
+            raise TokenizerNotFound(f"{path}: cannot be read as a tokenizer: {exc}") from exc
+        # Counting must not pad or truncate, whatever the saved tokenizer says.
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
 
     def count(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        backend = self._backend
-        if backend is not None:
-            # A fast tokenizer: encode the batch in Rust (on all cores, without holding the
-            # GIL) and read only the lengths; encode_batch_fast (tokenizers >= 0.21) also
-            # skips the offsets, which counting does not need.
-            encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-            return [len(e) for e in encode(list(texts), add_special_tokens=False)]
-        encoded = self._tokenizer(
-            list(texts), add_special_tokens=False, padding=False, truncation=False
-        )
-        return [len(ids) for ids in encoded["input_ids"]]
+        # Only the lengths are read: encode_batch_fast (tokenizers >= 0.21) skips the offsets.
+        encode = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
+        return [len(e) for e in encode(list(texts), add_special_tokens=False)]
 
 
 def has_tokenizer(directory: Path) -> bool:
-    return any((directory / name).is_file() for name in TOKENIZER_FILES)
+    return (directory / TOKENIZER_FILE).is_file()
 
 
 def resolve_tokenizer(path: Path) -> Path:
@@ -84,15 +82,20 @@ def resolve_tokenizer(path: Path) -> Path:
         for child in path.iterdir()
         if (m := _CHECKPOINT.match(child.name)) and child.is_dir() and has_tokenizer(child)
     )
-    if not checkpoints:
-        raise TokenizerNotFound(f"{path}: no tokenizer files, nor a checkpoint-N/ with them")
-    return checkpoints[-1][1]
+    if checkpoints:
+        return checkpoints[-1][1]
+    if any((path / name).is_file() for name in SLOW_TOKENIZER_FILES):
+        raise TokenizerNotFound(
+            f"{path}: no {TOKENIZER_FILE} (only a slow tokenizer's files); write one with "
+            f"AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR) in transformers"
+        )
+    raise TokenizerNotFound(f"{path}: no {TOKENIZER_FILE}, nor a checkpoint-N/ with one")
 
 
 def load_counter(path: str | None) -> TokenCounter:
     if path is None:
         return ApproximateCounter()
-    return HFCounter(resolve_tokenizer(Path(path)))
+    return FastTokenizerCounter(resolve_tokenizer(Path(path)))
 
 
 HISTOGRAM_BOUNDS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)

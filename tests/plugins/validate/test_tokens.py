@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,39 @@ def test_a_real_tokenizer_from_the_newest_checkpoint_counts_tokens(
 def test_a_directory_without_a_tokenizer_is_refused(tmp_path: Path) -> None:
     with pytest.raises(TokenizerNotFound):
         resolve_tokenizer(tmp_path)
+
+
+def test_a_slow_tokenizer_alone_is_refused_with_how_to_save_a_fast_one(
+    tmp_path: Path, write_jsonl: WriteRows
+) -> None:
+    (tmp_path / "tokenizer.model").write_bytes(b"\x0a\x04<unk>")  # sentencepiece, no .json
+    with pytest.raises(TokenizerNotFound, match=r"no tokenizer\.json .*save_pretrained"):
+        validate_file(write_jsonl([{"prompt": "x", "completion": "y"}]), tokenizer=str(tmp_path))
+
+
+def test_an_unreadable_tokenizer_file_is_refused_naming_it(
+    tmp_path: Path, write_jsonl: WriteRows
+) -> None:
+    (tmp_path / "tokenizer.json").write_text('{"version": "1.0", "model": 42}')
+    with pytest.raises(TokenizerNotFound, match=r"tokenizer\.json: cannot be read as a tokenizer"):
+        validate_file(write_jsonl([{"prompt": "x", "completion": "y"}]), tokenizer=str(tmp_path))
+
+
+def test_counting_with_a_real_tokenizer_needs_no_transformers(
+    tmp_path: Path, write_jsonl: WriteRows
+) -> None:
+    """A plain install has the tokenizers library but not transformers (nor torch)."""
+    from fixtures.tiny_training import build_tokenizer
+
+    build_tokenizer(tmp_path / "tok")
+    data = write_jsonl([{"prompt": "The cat sat on the mat.", "completion": "A dog."}])
+    code = (
+        "import sys; sys.modules['transformers'] = None\n"  # any import of it now fails
+        "from pathlib import Path\n"
+        "from tunewatch.plugins.validate.validate import validate_file\n"
+        f"report = validate_file(Path({str(data)!r}), tokenizer={str(tmp_path / 'tok')!r})\n"
+        "print(report.prompt_tokens.max)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) > 0
