@@ -17,6 +17,7 @@ from typing import Protocol
 import orjson
 
 from tunewatch.daemon.events import RunEvent
+from tunewatch.daemon.sources.storable_text import storable_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +26,21 @@ class FileOrigin:
 
     run: str
     source: str  # the file's path relative to the run directory, e.g. "trainer_log.jsonl"
-    path: str  # absolute path, used in error locations ("path:line")
+    path: str  # absolute path, as the OS spells it: it opens the file
+
+    def __post_init__(self) -> None:
+        # Every event carries the run and source names, and the store holds only UTF-8 text: a
+        # file name that is not (decoded with surrogateescape) is kept as visible escapes.
+        object.__setattr__(self, "run", storable_text(self.run))
+        object.__setattr__(self, "source", storable_text(self.source))
+
+    @property
+    def location(self) -> str:
+        """The path as error locations give it: text the store can hold."""
+        return storable_text(self.path)
 
     def at(self, line_no: int) -> str:
-        return f"{self.path}:{line_no}"
+        return f"{self.location}:{line_no}"
 
 
 class LineParser(Protocol):

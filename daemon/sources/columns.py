@@ -1,9 +1,11 @@
 """Turns a run of same-shaped JSON records into one `MetricsBatch`, a column at a time.
 
 Catching up on a long log is mostly lines of one shape. Reading them column by column costs a few
-C-level passes per metric instead of a dict and an event per line. Whenever a value is not
-plainly a step or a number, the caller applies the per-record rules of `split_step` instead:
-the points are the same either way, only slower.
+C-level passes per metric instead of a dict and an event per line. A column that is not all plain
+numbers (quoted numbers, words, null) is read value by value with `as_metric`, the per-record
+rule. Whenever the records cannot make one batch (a step that is not a plain integer, a metric
+in some records only), the caller applies `split_step` to each record instead: the points are
+the same either way, only slower.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tunewatch.daemon.events import MetricsBatch
-from tunewatch.daemon.sources.metric_names import MAX_STEP, is_non_finite_text, key_layout
+from tunewatch.daemon.sources.metric_names import MAX_SANE_STEP, as_metric, key_layout
 
 # The keys a JSONL record may carry its own time under, in the order the per-line parser reads them.
 TIME_KEYS = ("time", "timestamp")
@@ -45,23 +47,34 @@ def column_batch(
     columns: dict[str, array[float]] = {}
     for key, name in metric_keys:
         raw = [r[key] for r in records]
-        types = set(map(type, raw))
-        if types <= _NUMBERS:
-            try:
-                columns[name] = array("d", raw)
-            except OverflowError:  # an integer beyond float range: split_step makes it infinite
-                return None
-        elif types & _NUMBERS:
-            return None  # a metric present in some points only: not a column
-        elif str in types and any(is_non_finite_text(v) for v in raw if type(v) is str):
-            return None  # "nan" written as text is a value
-        # Otherwise the key never holds a number (a note, a flag): not a metric, as split_step says.
+        column = _plain_numbers(raw)
+        if column is None:
+            # Text, null, a flag, or an integer beyond float range: `split_step`'s rule, value by
+            # value. A key whose values all spell numbers ("1.2") is a column too.
+            numbers = [n for n in map(as_metric, raw) if n is not None]
+            if len(numbers) == len(raw):
+                column = array("d", numbers)
+            elif numbers:
+                return None  # a metric present in some points only: not a column
+        # A key that never holds a number (a note, a flag) is not a metric, as split_step says.
+        if column is not None:
+            columns[name] = column
     return MetricsBatch(run, source, steps, times, columns)
 
 
-def _steps(raw: list[Any]) -> array[int] | None:
-    if set(map(type, raw)) != {int} or min(raw) < 0 or max(raw) > MAX_STEP:
+def _plain_numbers(raw: list[Any]) -> array[float] | None:
+    """The column, when every value is a plain int or float (the common case, all in C)."""
+    if not set(map(type, raw)) <= _NUMBERS:
         return None
+    try:
+        return array("d", raw)
+    except OverflowError:  # an integer beyond float range: split_step makes it infinite
+        return None
+
+
+def _steps(raw: list[Any]) -> array[int] | None:
+    if set(map(type, raw)) != {int} or min(raw) < 0 or max(raw) > MAX_SANE_STEP:
+        return None  # a step that needs the per-record rules, or an error to report
     return array("q", raw)
 
 

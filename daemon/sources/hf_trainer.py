@@ -21,7 +21,14 @@ from tunewatch.daemon.events import (
     StatusChanged,
 )
 from tunewatch.daemon.sources.base import FileOrigin, load_document
-from tunewatch.daemon.sources.metric_names import as_metric, as_step, split_step
+from tunewatch.daemon.sources.metric_names import (
+    STEP_OUT_OF_RANGE,
+    as_metric,
+    as_step,
+    out_of_range_step,
+    split_step,
+)
+from tunewatch.daemon.sources.storable_text import storable_text
 
 _CHECKPOINT_DIR = re.compile(r"checkpoint-\d+")
 
@@ -34,6 +41,9 @@ class _Cursor:
     keys_at_step: list[str] = field(default_factory=list)  # key sets emitted at `step`
     checkpoint: int = -1  # the highest checkpoint step announced
     max_steps: int | None = None
+    # log_history entries with an absurd step already reported: every checkpoint repeats them,
+    # in the same order, so the first this many are not news.
+    bad_steps: int = 0
 
     @classmethod
     def load(cls, text: str | None) -> _Cursor:
@@ -42,6 +52,7 @@ class _Cursor:
         try:
             raw = json.loads(text)
             cursor = cls(raw["step"], raw["keys"], raw["checkpoint"], raw["max_steps"])
+            cursor.bad_steps = raw.get("bad_steps", 0)  # absent from older cursors
         except (ValueError, KeyError, TypeError):
             return cls()
         return cursor if cursor.is_valid() else cls()
@@ -53,6 +64,7 @@ class _Cursor:
             and isinstance(self.keys_at_step, list)
             and all(isinstance(keys, str) for keys in self.keys_at_step)
             and (self.max_steps is None or isinstance(self.max_steps, int))
+            and isinstance(self.bad_steps, int)
         )
 
     def dump(self) -> str:
@@ -61,6 +73,7 @@ class _Cursor:
             "keys": self.keys_at_step,
             "checkpoint": self.checkpoint,
             "max_steps": self.max_steps,
+            "bad_steps": self.bad_steps,
         }
         return json.dumps(raw, separators=(",", ":"))
 
@@ -104,17 +117,27 @@ class TrainerStateParser:
         return events, state.dump()
 
     def _new_entries(self, history: list[object], state: _Cursor, now: float) -> list[RunEvent]:
-        """Metrics of the entries after the cursor; advances the cursor past them."""
+        """Metrics of the entries after the cursor, and errors for entries with an absurd step
+        not reported yet; advances the cursor past them."""
         origin = self._origin
         events: list[RunEvent] = []
         # Several entries share a step (train and eval logs); the cursor remembers which key
         # sets were emitted at its step, counted, so a repeat of the same kind is not lost.
         already = Counter(state.keys_at_step)
+        bad_steps = 0
         for entry in history:
             if not isinstance(entry, dict):
                 continue  # nothing to place it by; re-reporting it on every rewrite is noise
             step, metrics = _entry_metrics(entry)
-            if step is None or step < state.step:
+            if step is None:
+                out_of_range = out_of_range_step(entry)
+                if out_of_range is not None:
+                    bad_steps += 1
+                    if bad_steps > state.bad_steps:  # not reported from an earlier checkpoint
+                        events.append(self._error(STEP_OUT_OF_RANGE, out_of_range))
+                        state.bad_steps = bad_steps
+                continue
+            if step < state.step:
                 continue
             keys = json.dumps(sorted(entry))
             if step == state.step:
@@ -142,19 +165,18 @@ class TrainerStateParser:
     def _checkpoint(
         self, document: dict[str, object], step: int, path: str, now: float
     ) -> CheckpointSaved:
-        best_checkpoint = document.get("best_model_checkpoint")
+        best = document.get("best_model_checkpoint")
         return CheckpointSaved(
             self._origin.run,
             step,
-            path,
+            storable_text(path),  # shown and stored, never opened
             self._origin.source,
             best_metric=as_metric(document.get("best_metric")),
-            best_checkpoint=best_checkpoint if isinstance(best_checkpoint, str) else None,
+            best_checkpoint=storable_text(best) if isinstance(best, str) else None,
             time=now,
         )
 
     def _unexpected_shape(self, document: object) -> SourceError:
-        origin = self._origin
         if isinstance(document, dict) and "log_history" not in document:
             message = "no 'log_history' list: is this a Hugging Face trainer_state.json?"
         elif isinstance(document, dict):
@@ -163,4 +185,8 @@ class TrainerStateParser:
         else:
             found = type(document).__name__
             message = f"trainer_state.json should hold a JSON object, found {found}"
-        return SourceError(origin.run, origin.source, "unexpected_shape", message, origin.path)
+        return self._error("unexpected_shape", message)
+
+    def _error(self, kind: str, message: str) -> SourceError:
+        origin = self._origin
+        return SourceError(origin.run, origin.source, kind, message, origin.location)

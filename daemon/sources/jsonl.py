@@ -16,7 +16,14 @@ import orjson
 from tunewatch.daemon.events import MetricsLogged, RunEvent, SourceError
 from tunewatch.daemon.sources.base import FileOrigin
 from tunewatch.daemon.sources.columns import TIME_KEYS, column_batch
-from tunewatch.daemon.sources.metric_names import STEP, canonical_name, split_step
+from tunewatch.daemon.sources.metric_names import (
+    STEP,
+    STEP_OUT_OF_RANGE,
+    canonical_name,
+    out_of_range_step,
+    split_step,
+)
+from tunewatch.daemon.sources.storable_text import storable_text
 
 _SNIPPET_CHARS = 200
 _UNUSABLE = object()  # a line that yields no record (blank, or already reported as an error)
@@ -98,7 +105,7 @@ class JsonlParser:
     ) -> None:
         step, metrics = split_step(record)
         if step is None:
-            events.append(self._error("missing_step", _missing_step(record), line_no))
+            events.append(self._step_error(record, line_no))
             return
         if not metrics:
             return
@@ -127,8 +134,16 @@ class JsonlParser:
         events.append(self._error("invalid_json", message, line_no))
         return _UNUSABLE
 
+    def _step_error(self, record: dict[str, Any], line_no: int) -> SourceError:
+        out_of_range = out_of_range_step(record)
+        if out_of_range is not None:
+            return self._error(STEP_OUT_OF_RANGE, out_of_range, line_no)
+        return self._error("missing_step", _missing_step(record), line_no)
+
     def _error(self, kind: str, message: str, line_no: int) -> SourceError:
         origin = self._origin
+        # Messages quote keys and values: JSON may hold lone surrogates, the store cannot.
+        message = storable_text(message)
         return SourceError(origin.run, origin.source, kind, message, origin.at(line_no))
 
 

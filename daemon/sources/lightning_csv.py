@@ -12,7 +12,12 @@ from collections.abc import Sequence
 
 from tunewatch.daemon.events import MetricsLogged, RunEvent, SourceError
 from tunewatch.daemon.sources.base import FileOrigin
-from tunewatch.daemon.sources.metric_names import number_from_text, split_step
+from tunewatch.daemon.sources.metric_names import (
+    STEP_OUT_OF_RANGE,
+    number_from_text,
+    out_of_range_step,
+    split_step,
+)
 
 _SNIPPET_CHARS = 200
 
@@ -63,8 +68,12 @@ class LightningCsvParser:
                 f"row has {len(cells)} cells but the header has {len(header)}: {_snippet(text)}"
             )
             return self._error("bad_csv_row", message, line_no)
-        step, metrics = split_step(_numbers(header, cells))
+        numbers = _numbers(header, cells)
+        step, metrics = split_step(numbers)
         if step is None:
+            out_of_range = out_of_range_step(numbers)
+            if out_of_range is not None:
+                return self._error(STEP_OUT_OF_RANGE, out_of_range, line_no)
             return self._error("missing_step", f"row has no step: {_snippet(text)}", line_no)
         if not metrics:
             return None

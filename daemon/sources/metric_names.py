@@ -10,6 +10,8 @@ import functools
 import math
 from collections.abc import Mapping
 
+from tunewatch.daemon.sources.storable_text import storable_text
+
 STEP = "step"
 
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -71,30 +73,32 @@ def canonical_name(raw: str) -> str:
     return _resolve(raw) or raw
 
 
-# Non-finite values some writers store as strings; they must survive as floats.
-_NON_FINITE_TEXT: dict[str, float] = {
-    "nan": math.nan,
-    "inf": math.inf,
-    "+inf": math.inf,
-    "-inf": -math.inf,
-    "infinity": math.inf,
-    "+infinity": math.inf,
-    "-infinity": -math.inf,
-}
-
-MAX_STEP = 2**63 - 1  # the store keeps steps in 64-bit integers
+# No fine-tuning run takes a billion optimizer steps (pre-training the largest models takes about
+# a million). A larger step is a writer's bug, and taken as data it would stand as the run's
+# latest step for good, so every later point would look old: it is a source error instead.
+MAX_SANE_STEP = 10**9
+STEP_OUT_OF_RANGE = "step_out_of_range"  # the SourceError kind
 _MAX_EXACT_INT = 2**53  # integers up to here convert to float exactly and without overflow
 
 
 def as_step(value: object) -> int | None:
-    """`value` as a step: a non-negative integer (10.0 counts; 10.5, -1 and True do not)."""
+    """`value` as a step: an integer from 0 to MAX_SANE_STEP (10.0 and "10" count; 10.5, -1 and
+    True do not)."""
+    whole = _whole_number(value)
+    return whole if whole is not None and whole <= MAX_SANE_STEP else None
+
+
+def _whole_number(value: object) -> int | None:
+    """`value` as a non-negative integer of any size, or None."""
+    if isinstance(value, str):
+        value = number_from_text(value)
     if isinstance(value, float):
-        if not value.is_integer():
+        if not value.is_integer():  # NaN and infinities are not either
             return None
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
         return None
-    return value if 0 <= value <= MAX_STEP else None
+    return value if value >= 0 else None
 
 
 def as_metric(value: object) -> float | None:
@@ -109,12 +113,12 @@ def as_metric(value: object) -> float | None:
         except OverflowError:  # an integer beyond float range is, as a metric, infinite
             return math.inf if value > 0 else -math.inf
     if isinstance(value, str):
-        return _NON_FINITE_TEXT.get(value.lower())
+        return number_from_text(value)
     return None
 
 
 def number_from_text(text: str) -> float | None:
-    """A number written as text (`1.2e-05`, `35.500`, `nan`, `-inf`), or None."""
+    """A number written as text (`1.2e-05`, ` 35.500 `, `nan`, `-Infinity`), or None."""
     try:
         return float(text)
     except ValueError:
@@ -135,13 +139,9 @@ def key_layout(keys: tuple[str, ...]) -> Layout:
     return _layout(keys) if layout is None else layout
 
 
-def is_non_finite_text(value: str) -> bool:
-    """True for the strings ("nan", "-Infinity"...) that `as_metric` reads as non-finite floats."""
-    return value.lower() in _NON_FINITE_TEXT
-
-
 def _layout(keys: tuple[str, ...]) -> Layout:
-    names = [(key, _resolve(key)) for key in keys]
+    # Names become stored text: a lone surrogate in a key (valid JSON) must not reach the store.
+    names = [(key, storable_text(_resolve(key))) for key in keys]
     layout = (
         tuple(key for key, name in names if name == STEP),
         tuple((key, name) for key, name in names if name and name != STEP),
@@ -155,15 +155,17 @@ def _layout(keys: tuple[str, ...]) -> Layout:
 def split_step(raw: Mapping[str, object]) -> tuple[int | None, dict[str, float]]:
     """Split a raw record into its step and its numeric metrics under canonical names.
 
-    Non-numeric values are dropped, except the strings "nan"/"inf"/"-inf"/"infinity", which
-    become floats. NaN and infinities are kept: detecting them is the point. The first key
-    spelling a usable step wins; other step spellings are not metrics.
+    A metric is a number, or text that spells one ("1.2", "1e-5", "nan", "-Infinity"): some
+    writers quote their numbers. Other values (words, null, lists) are not metrics and are
+    dropped. NaN and infinities are kept: detecting them is the point. The first key spelling
+    a usable step wins; other step spellings are not metrics. A record whose step is out of
+    range has none (`out_of_range_step` says why).
     """
     step_keys, metric_keys = key_layout(tuple(raw))
     step: int | None = None
     for key in step_keys:
         value = raw[key]
-        step = value if type(value) is int and 0 <= value <= MAX_STEP else as_step(value)
+        step = value if type(value) is int and 0 <= value <= MAX_SANE_STEP else as_step(value)
         if step is not None:
             break
     metrics: dict[str, float] = {}
@@ -179,3 +181,22 @@ def split_step(raw: Mapping[str, object]) -> tuple[int | None, dict[str, float]]
             if number is not None:
                 metrics[name] = number
     return step, metrics
+
+
+def out_of_range_step(raw: Mapping[str, object]) -> str | None:
+    """Why `raw` has no step when one of its step keys holds a step beyond MAX_SANE_STEP.
+
+    None when no step key does. Parsers ask this only of a record `split_step` gave no step,
+    to report a `STEP_OUT_OF_RANGE` error instead of a missing step.
+    """
+    step_keys, _ = key_layout(tuple(raw))
+    for key in step_keys:
+        whole = _whole_number(raw[key])
+        if whole is not None and whole > MAX_SANE_STEP:
+            shown = repr(raw[key])
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            return storable_text(
+                f"{key} {shown} is beyond {MAX_SANE_STEP:,}, more optimizer steps than any "
+                "fine-tuning run takes: not a step, so this record is skipped"
+            )
+    return None

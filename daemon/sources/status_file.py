@@ -11,7 +11,13 @@ from dataclasses import asdict, dataclass
 
 from tunewatch.daemon.events import MetricsLogged, RunEvent, SourceError, StatusChanged
 from tunewatch.daemon.sources.base import FileOrigin, load_document
-from tunewatch.daemon.sources.metric_names import as_step, split_step
+from tunewatch.daemon.sources.metric_names import (
+    STEP_OUT_OF_RANGE,
+    as_step,
+    out_of_range_step,
+    split_step,
+)
+from tunewatch.daemon.sources.storable_text import storable_text
 
 _TOTAL_KEYS = ("total_steps", "max_steps")
 
@@ -24,6 +30,7 @@ class _Cursor:
     total_steps: int | None = None
     pid: int | None = None
     step: int = -1  # the highest step whose metrics were emitted
+    bad_step: str | None = None  # why the step was last unusable, as reported
 
     @classmethod
     def load(cls, text: str | None) -> _Cursor:
@@ -54,12 +61,15 @@ class StatusFileParser:
         if not isinstance(document, dict):
             found = type(document).__name__
             message = f"status file should hold a JSON object, found {found}"
-            error = SourceError(origin.run, origin.source, "unexpected_shape", message, origin.path)
-            return [error], cursor
+            return [self._error("unexpected_shape", message)], cursor
         state = _Cursor.load(cursor)
         now = time.time()
         events: list[RunEvent] = []
         step, metrics = split_step(document)
+        out_of_range = out_of_range_step(document) if step is None else None
+        if out_of_range is not None and out_of_range != state.bad_step:
+            events.append(self._error(STEP_OUT_OF_RANGE, out_of_range))  # the status still counts
+        state.bad_step = out_of_range
         status = _status(document.get("status"))
         total = _first_step(document, _TOTAL_KEYS)
         pid = as_step(document.get("pid")) or None  # pid 0 is no process
@@ -74,12 +84,16 @@ class StatusFileParser:
             state.step = step
         return events, state.dump()
 
+    def _error(self, kind: str, message: str) -> SourceError:
+        origin = self._origin
+        return SourceError(origin.run, origin.source, kind, message, origin.location)
+
 
 def _status(value: object) -> str | None:
     """The status as a lower-case word ("training", "completed"), so consumers match it exactly."""
     if not isinstance(value, str) or not value.strip():
         return None
-    return value.strip().lower()
+    return storable_text(value.strip().lower())
 
 
 def _first_step(document: dict[str, object], keys: tuple[str, ...]) -> int | None:

@@ -10,9 +10,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tunewatch.daemon.events import MetricsLogged, RunEvent
+from tunewatch.daemon.events import MetricsLogged, RunEvent, SourceError
 from tunewatch.daemon.sources.base import FileOrigin
-from tunewatch.daemon.sources.metric_names import STEP, number_from_text, split_step
+from tunewatch.daemon.sources.metric_names import (
+    STEP,
+    STEP_OUT_OF_RANGE,
+    number_from_text,
+    out_of_range_step,
+    split_step,
+)
 
 # A number as trainers print it: 12, 1.5, .5, 1.2e-05, 8.560737E+00, nan, inf, -Infinity.
 _NUMBER = r"[-+]?(?:nan|inf(?:inity)?|(?:\d+(?:\.\d*)?|\.\d+)(?:e[-+]?\d+)?)"
@@ -95,18 +101,32 @@ class TextLogParser:
         self._pattern = pattern
 
     def parse(self, lines: Sequence[bytes], first_line_no: int) -> list[RunEvent]:
-        origin = self._origin
         now = time.time()
         events: list[RunEvent] = []
-        for line in lines:
-            # A log is not data: a stray bad byte must not hide the numbers around it.
-            fields = self._pattern.fields(line.decode("utf-8", "replace").rstrip())
-            if fields is None:
-                continue
-            step, metrics = split_step(_numbers(fields))
-            if step is not None and metrics:
-                events.append(MetricsLogged(origin.run, step, metrics, origin.source, now))
+        for line_no, line in enumerate(lines, first_line_no):
+            event = self._parse_line(line, line_no, now)
+            if event is not None:
+                events.append(event)
         return events
+
+    def _parse_line(self, line: bytes, line_no: int, now: float) -> RunEvent | None:
+        # A log is not data: a stray bad byte must not hide the numbers around it.
+        fields = self._pattern.fields(line.decode("utf-8", "replace").rstrip())
+        if fields is None:
+            return None
+        numbers = _numbers(fields)
+        step, metrics = split_step(numbers)
+        origin = self._origin
+        if step is None:
+            # The pattern found a step on this line: an absurd one is an error, not other output.
+            out_of_range = out_of_range_step(numbers)
+            if out_of_range is None:
+                return None
+            kind, location = STEP_OUT_OF_RANGE, origin.at(line_no)
+            return SourceError(origin.run, origin.source, kind, out_of_range, location)
+        if not metrics:
+            return None
+        return MetricsLogged(origin.run, step, metrics, origin.source, now)
 
 
 def _numbers(fields: dict[str, str]) -> dict[str, float]:

@@ -21,6 +21,7 @@ from tunewatch.daemon.events import (
 )
 from tunewatch.daemon.sources.base import FileOrigin, IncompleteDocument
 from tunewatch.daemon.sources.hf_trainer import TrainerStateParser
+from tunewatch.daemon.sources.metric_names import MAX_SANE_STEP
 
 OUTPUT_DIR = "/runs/qwen-lora"
 
@@ -241,6 +242,37 @@ def test_entries_that_cannot_be_placed_are_skipped() -> None:
     assert [e.step for e in metrics_events(events)] == [5]
 
 
+def test_an_entry_with_an_absurd_step_is_one_error_across_every_checkpoint() -> None:
+    bogus = train_entry(9223372036854775807)
+    history = [train_entry(5), bogus, train_entry(10)]
+    first, cursor = parser_for("checkpoint-10/trainer_state.json").parse(
+        trainer_state(history, 10), None
+    )
+    [error] = [e for e in first if isinstance(e, SourceError)]
+    assert (error.kind, error.location) == (
+        "step_out_of_range",
+        f"{OUTPUT_DIR}/checkpoint-10/trainer_state.json",
+    )
+    assert "step 9223372036854775807" in error.message
+    assert f"{MAX_SANE_STEP:,}" in error.message
+    assert [e.step for e in metrics_events(first)] == [5, 10]
+    # Every later checkpoint repeats the entry: it was reported once, with the first.
+    later, _ = parser_for("checkpoint-20/trainer_state.json").parse(
+        trainer_state([*history, train_entry(20)], 20), cursor
+    )
+    assert not [e for e in later if isinstance(e, SourceError)]
+    assert [e.step for e in metrics_events(later)] == [20]
+
+
+def test_a_cursor_saved_before_absurd_steps_were_counted_still_loads() -> None:
+    _, cursor = parser_for("checkpoint-10/trainer_state.json").parse(CHECKPOINT_10, None)
+    assert cursor is not None
+    old = json.loads(cursor)
+    del old["bad_steps"]
+    events, _ = parser_for("checkpoint-20/trainer_state.json").parse(CHECKPOINT_20, json.dumps(old))
+    assert [e.step for e in metrics_events(events)] == [15, 20, 20]
+
+
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text()
 json_values = st.recursive(
     json_scalars,
@@ -264,9 +296,12 @@ def test_arbitrary_json_never_raises(value: object, cursor: str | None) -> None:
     events, _ = parser_for("checkpoint-7/trainer_state.json").parse(
         json.dumps(value).encode(), cursor
     )
-    assert all(isinstance(e, MetricsLogged | StatusChanged | CheckpointSaved) for e in events) or (
-        len(events) == 1 and isinstance(events[0], SourceError)
-    )
+    # An unusable document is one error; a usable one may also report absurd steps.
+    assert all(
+        isinstance(e, MetricsLogged | StatusChanged | CheckpointSaved)
+        or (isinstance(e, SourceError) and e.kind == "step_out_of_range")
+        for e in events
+    ) or (len(events) == 1 and isinstance(events[0], SourceError))
 
 
 @st.composite

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from tunewatch.daemon.events import MetricsBatch, MetricsEvent, MetricsLogged, SourceError
 from tunewatch.daemon.sources.base import FileOrigin
 from tunewatch.daemon.sources.jsonl import JsonlParser
+from tunewatch.daemon.sources.metric_names import MAX_SANE_STEP
 
 ORIGIN = FileOrigin(run="llama-sft", source="trainer_log.jsonl", path="/runs/sft/trainer_log.jsonl")
 
@@ -141,6 +142,28 @@ def test_a_fractional_step_is_a_missing_step_naming_the_bad_value() -> None:
     assert "step=10.5" in error.message
 
 
+def test_quoted_numbers_are_numbers_and_other_text_is_not_a_metric() -> None:
+    [event] = parse('{"step": "12", "loss": "1.2", "lr": " 1e-5 ", "model": "llama"}')
+    assert isinstance(event, MetricsLogged)
+    assert event.step == 12
+    assert event.metrics == {"loss": 1.2, "learning_rate": 1e-5}
+
+
+def test_a_step_beyond_any_sane_bound_is_an_error_naming_the_value_and_the_bound() -> None:
+    [error, event] = parse(
+        '{"current_steps": 9223372036854775807, "loss": 1.0}',
+        '{"current_steps": 10, "loss": 2.0}',
+        first_line_no=7,
+    )
+    assert isinstance(error, SourceError)
+    assert error.kind == "step_out_of_range"
+    assert error.location == "/runs/sft/trainer_log.jsonl:7"
+    assert "9223372036854775807" in error.message
+    assert f"{MAX_SANE_STEP:,}" in error.message
+    assert isinstance(event, MetricsLogged)
+    assert event.step == 10
+
+
 def test_errors_do_not_stop_the_lines_after_them() -> None:
     events = parse("{oops", llama_factory_line(10), b"\xff", llama_factory_line(20))
     assert [type(e).__name__ for e in events] == [
@@ -179,7 +202,7 @@ metric_names = st.sampled_from(
 
 
 @settings(deadline=None)
-@given(st.integers(0, 2**63 - 1), st.dictionaries(metric_names, st.floats(), min_size=1))
+@given(st.integers(0, MAX_SANE_STEP), st.dictionaries(metric_names, st.floats(), min_size=1))
 def test_metrics_written_with_json_dumps_come_back_equal(
     step: int, values: dict[str, float]
 ) -> None:
@@ -243,11 +266,27 @@ def test_eval_lines_between_train_lines_keep_their_order() -> None:
     assert as_points(events) == as_points(parse_with(10**9, lines))
 
 
-def test_a_value_that_is_not_a_number_sends_its_lines_down_the_per_line_rules() -> None:
+def test_a_column_of_numbers_some_written_as_text_is_still_one_batch() -> None:
     lines = [json.dumps({"step": s, "loss": 1.0 if s != 7 else "nan"}).encode() for s in range(40)]
+    lines += [json.dumps({"step": s, "loss": f"{s / 10}"}).encode() for s in range(40, 80)]
     events = parse_with(16, lines)
-    assert all(isinstance(e, MetricsLogged) for e in events)
-    assert math.isnan(events[7].metrics["loss"])  # type: ignore[attr-defined]
+    assert [type(e) for e in events] == [MetricsBatch]
+    points = list(events[0].points())  # type: ignore[attr-defined]
+    assert math.isnan(points[7].metrics["loss"])
+    assert points[79].metrics == {"loss": 7.9}
+    assert as_points(events) == as_points(parse_with(10**9, lines))
+
+
+def test_an_absurd_step_in_a_long_run_is_an_error_at_its_line_and_the_rest_are_points() -> None:
+    steps = [*range(20), 2**63 - 1, *range(21, 40)]
+    lines = [json.dumps({"step": s, "loss": 1.0}).encode() for s in steps]
+    events = parse_with(16, lines)
+    errors = [e for e in events if isinstance(e, SourceError)]
+    assert [(e.kind, e.location) for e in errors] == [
+        ("step_out_of_range", "/runs/sft/trainer_log.jsonl:21")
+    ]
+    assert len([p for e in events if isinstance(e, MetricsEvent) for p in e.points()]) == 39
+    assert as_points(events) == as_points(parse_with(10**9, lines))
 
 
 raw_keys = st.sampled_from(
@@ -270,11 +309,12 @@ raw_keys = st.sampled_from(
 )
 # No NaN literal: orjson refuses it, so a log holding one is read line by line (tested above).
 odd_values = (
-    st.integers(-5, 2**70)
+    st.integers(-5, 2**70)  # steps beyond the sane bound too
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.booleans()
     | st.none()
-    | st.sampled_from(["nan", "-Infinity", "x", "10:00"])
+    | st.sampled_from(["nan", "-Infinity", "x", "10:00", " 3 ", "1e-5", "+2", "12", "1e400"])
+    | st.floats().map(repr)  # quoted numbers
     | st.floats(0, 2e12)
 )
 
@@ -287,6 +327,7 @@ def jsonl_logs(draw: st.DrawFn) -> list[bytes]:
     for _ in range(draw(st.integers(1, 4))):
         keys = draw(st.lists(raw_keys, min_size=1, max_size=6, unique=True))
         odd = draw(st.booleans())
+        quoted = draw(st.booleans())  # a writer that quotes every metric value
         if not odd and not {"step", "current_steps", "global_step"} & set(keys):
             keys.insert(0, "step")
         for _ in range(draw(st.integers(1, 40))):
@@ -302,7 +343,8 @@ def jsonl_logs(draw: st.DrawFn) -> list[bytes]:
                 elif key == "note":
                     record[key] = "saving"
                 else:
-                    record[key] = draw(st.floats(allow_nan=False, allow_infinity=False))
+                    value = draw(st.floats(allow_nan=False, allow_infinity=False))
+                    record[key] = repr(value) if quoted else value
             step += 1
             lines.append(json.dumps(record).encode())
     return lines

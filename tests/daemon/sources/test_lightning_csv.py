@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from tunewatch.daemon.events import MetricsLogged, RunEvent, SourceError
 from tunewatch.daemon.sources.base import FileOrigin
 from tunewatch.daemon.sources.lightning_csv import LightningCsvParser
+from tunewatch.daemon.sources.metric_names import MAX_SANE_STEP
 
 ORIGIN = FileOrigin(
     run="lit", source="lightning_logs/version_0/metrics.csv", path="/runs/lit/metrics.csv"
@@ -80,6 +81,15 @@ def test_a_row_without_a_step_is_an_error() -> None:
     assert error.kind == "missing_step"
 
 
+def test_a_step_beyond_any_sane_bound_is_an_error_and_the_rows_after_it_count() -> None:
+    events = feed(LightningCsvParser(ORIGIN), "step,train_loss\n9223372036854775807,2.5\n5,2.4\n")
+    error, ok = events
+    assert isinstance(error, SourceError)
+    assert (error.kind, error.location) == ("step_out_of_range", "/runs/lit/metrics.csv:2")
+    assert f"{MAX_SANE_STEP:,}" in error.message
+    assert logged([ok]) == [(5, {"loss": 2.4})]
+
+
 def test_rows_before_any_header_are_errors_not_guesses() -> None:
     [error] = feed(LightningCsvParser(ORIGIN), "0,1,2.5", first_line_no=2)
     assert isinstance(error, SourceError)
@@ -118,7 +128,7 @@ def test_rows_written_by_the_csv_module_come_back_equal(
     rows = data.draw(
         st.lists(
             st.tuples(
-                st.integers(0, 10**12),
+                st.integers(0, MAX_SANE_STEP),
                 st.lists(cells, min_size=len(columns), max_size=len(columns)),
             )
         )

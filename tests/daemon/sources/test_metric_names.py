@@ -9,9 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tunewatch.daemon.sources.metric_names import (
+    MAX_SANE_STEP,
+    as_metric,
     as_step,
     canonical_name,
     number_from_text,
+    out_of_range_step,
     split_step,
 )
 
@@ -135,8 +138,19 @@ def test_non_finite_strings_become_floats(text: str, expected: float) -> None:
     assert same(metrics["loss"], expected)
 
 
-@pytest.mark.parametrize("value", ["0:00:10", "1.5", "", None, [1.0], {"a": 1.0}, True, False])
-def test_other_values_are_dropped_silently(value: object) -> None:
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [("1.2", 1.2), ("1e-5", 1e-5), ("-3", -3.0), (" 3 ", 3.0), ("+0.5", 0.5), ("12", 12.0)],
+)
+def test_a_quoted_number_is_a_number(text: str, number: float) -> None:
+    assert split_step({"step": 1, "loss": text}) == (1, {"loss": number})
+    assert as_metric(text) == number
+
+
+@pytest.mark.parametrize(
+    "value", ["0:00:10", "llama", "12%", "1,5", "", None, [1.0], {"a": 1.0}, True, False]
+)
+def test_other_values_are_not_metrics_and_are_dropped_silently(value: object) -> None:
     assert split_step({"step": 1, "loss": value}) == (1, {})
 
 
@@ -147,16 +161,52 @@ def test_an_integer_beyond_float_range_is_an_infinite_metric() -> None:
 
 @pytest.mark.parametrize(
     ("value", "step"),
-    [(10, 10), (0, 0), (10.0, 10), (10.5, None), (-1, None), (True, None), ("10", None)],
+    [
+        (10, 10),
+        (0, 0),
+        (10.0, 10),
+        ("10", 10),
+        (" 12 ", 12),
+        (MAX_SANE_STEP, MAX_SANE_STEP),
+        (10.5, None),
+        ("10.5", None),
+        (-1, None),
+        ("-1", None),
+        (True, None),
+        ("ten", None),
+        ("nan", None),
+    ],
 )
-def test_a_step_must_be_a_non_negative_integer(value: object, step: int | None) -> None:
+def test_a_step_must_be_a_whole_number_from_0_to_the_sane_bound(
+    value: object, step: int | None
+) -> None:
     assert as_step(value) == step
     assert split_step({"step": value, "loss": 1.0}) == (step, {"loss": 1.0})
 
 
-def test_a_step_beyond_64_bits_is_no_step() -> None:
-    assert as_step(2**63) is None
-    assert as_step(1e300) is None
+@pytest.mark.parametrize(
+    "value", [MAX_SANE_STEP + 1, 9223372036854775807, 2**64, 1e300, "9223372036854775807"]
+)
+def test_a_step_beyond_the_sane_bound_is_no_step_and_says_why(value: object) -> None:
+    record = {"current_steps": value, "loss": 1.0}
+    assert as_step(value) is None
+    assert split_step(record) == (None, {"loss": 1.0})
+    why = out_of_range_step(record)
+    assert why is not None
+    assert why.startswith("current_steps ")
+    assert "1,000,000,000" in why
+
+
+@pytest.mark.parametrize(
+    "record",
+    [{"step": 5}, {"loss": 1.0}, {"step": -1}, {"step": 10.5}, {"step": "llama"}, {"step": 1e400}],
+)
+def test_only_an_absurdly_large_step_is_out_of_range(record: dict[str, object]) -> None:
+    assert out_of_range_step(record) is None
+
+
+def test_a_sane_step_under_another_spelling_wins_over_an_absurd_one() -> None:
+    assert split_step({"step": 2**63, "global_step": 7, "loss": 1.0}) == (7, {"loss": 1.0})
 
 
 def test_a_record_without_step_has_no_step_but_keeps_its_metrics() -> None:
@@ -211,13 +261,29 @@ def test_canonical_names_are_stable(raw: str) -> None:
     assert canonical_name(canonical_name(raw)) == canonical_name(raw)
 
 
+surrogates = st.characters(categories=["Cs"])  # lone ones: valid in JSON, refused by the store
+
+
+@given(st.dictionaries(st.text(surrogates) | st.text(surrogates | st.characters()), st.floats()))
+def test_metric_names_are_always_text_the_store_can_hold(record: dict[str, float]) -> None:
+    _, metrics = split_step(record)
+    for name in metrics:
+        name.encode("utf-8")
+
+
+@given(st.floats())
+def test_a_number_written_as_text_reads_back_as_itself(number: float) -> None:
+    got = as_metric(repr(number))
+    assert got is not None and same(got, number)
+
+
 # Names that cannot be aliases of one another, so each record key yields its own metric.
 metric_names = st.sampled_from(
     ["loss", "eval_loss", "learning_rate", "grad_norm", "accuracy", "epoch", "rewards/chosen"]
 )
 
 
-@given(st.integers(0, 2**63 - 1), st.dictionaries(metric_names, st.floats()))
+@given(st.integers(0, MAX_SANE_STEP), st.dictionaries(metric_names, st.floats()))
 def test_canonical_records_come_back_unchanged(step: int, values: dict[str, float]) -> None:
     got_step, metrics = split_step({"step": step, **values})
     assert got_step == step

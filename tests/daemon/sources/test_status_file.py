@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from tunewatch.daemon.events import MetricsLogged, RunEvent, SourceError, StatusChanged
 from tunewatch.daemon.sources.base import FileOrigin, IncompleteDocument
+from tunewatch.daemon.sources.metric_names import MAX_SANE_STEP
 from tunewatch.daemon.sources.status_file import StatusFileParser
 
 ORIGIN = FileOrigin(run="sft", source="training_status.json", path="/runs/sft/training_status.json")
@@ -99,6 +100,28 @@ def test_step_global_step_and_max_steps_spellings_are_accepted() -> None:
     assert (changed.step, changed.total_steps, logged.step) == (5, 50, 5)
     events, _ = parse(b'{"status": "training", "step": 6, "loss": 1.0}')
     assert [getattr(e, "step", None) for e in events] == [6, 6]
+
+
+def test_a_step_beyond_any_sane_bound_is_an_error_and_never_the_runs_step() -> None:
+    events, cursor = parse(status_document(current_step=9223372036854775807))
+    error, changed = events
+    assert isinstance(error, SourceError)
+    assert (error.kind, error.location) == ("step_out_of_range", "/runs/sft/training_status.json")
+    assert "current_step 9223372036854775807" in error.message
+    assert f"{MAX_SANE_STEP:,}" in error.message
+    assert isinstance(changed, StatusChanged)
+    assert (changed.status, changed.step) == ("training", None)
+    # Read again (a restart), it is not news; the next sane step's metrics come as usual.
+    assert parse(status_document(current_step=9223372036854775807), cursor)[0] == []
+    [logged], _ = parse(status_document(current_step=17602), cursor)
+    assert isinstance(logged, MetricsLogged)
+    assert logged.step == 17602
+
+
+def test_a_quoted_step_and_quoted_metrics_are_read_as_numbers() -> None:
+    [changed, logged], _ = parse(status_document(current_step="17601", loss="0.75"))
+    assert isinstance(changed, StatusChanged) and isinstance(logged, MetricsLogged)
+    assert (changed.step, logged.step, logged.metrics["loss"]) == (17601, 17601, 0.75)
 
 
 def test_a_document_without_status_still_reports_metrics() -> None:

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tunewatch.daemon.events import MetricsLogged, RunEvent
+from tunewatch.daemon.events import MetricsLogged, RunEvent, SourceError
 from tunewatch.daemon.sources.base import FileOrigin
+from tunewatch.daemon.sources.metric_names import MAX_SANE_STEP
 from tunewatch.daemon.sources.text_regex import PRESETS, TextLogParser, TextPattern
 
 ORIGIN = FileOrigin(run="pretrain", source="train.log", path="/runs/pretrain/train.log")
@@ -31,6 +32,14 @@ def only_metrics(events: list[RunEvent]) -> MetricsLogged:
     [event] = events
     assert isinstance(event, MetricsLogged)
     return event
+
+
+def test_a_step_beyond_any_sane_bound_is_an_error_naming_the_value() -> None:
+    [error] = parse(PRESETS["megatron"], " iteration 9223372036854775807/ 5000 | lm loss: 2.5 |")
+    assert isinstance(error, SourceError)
+    assert (error.kind, error.location) == ("step_out_of_range", "/runs/pretrain/train.log:1")
+    assert "9.223372036854776e+18" in error.message
+    assert f"{MAX_SANE_STEP:,}" in error.message
 
 
 def test_step_loss_reads_a_step_with_thousands_separators() -> None:
@@ -141,7 +150,7 @@ def test_arbitrary_text_never_raises(name: str, lines: list[str]) -> None:
 
 
 @settings(deadline=None)  # timing belongs to bench/, and CI machines stall
-@given(st.integers(0, 10**12), st.floats(), st.floats(allow_nan=False, allow_infinity=False))
+@given(st.integers(0, MAX_SANE_STEP), st.floats(), st.floats(allow_nan=False, allow_infinity=False))
 def test_step_loss_lines_come_back_equal(step: int, loss: float, lr: float) -> None:
     event = only_metrics(parse(PRESETS["step_loss"], f"Step {step:,}: loss={loss!r}, lr={lr!r}"))
     assert event.step == step
