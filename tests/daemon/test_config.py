@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import subprocess
 import sys
 import typing
@@ -48,6 +49,19 @@ def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # Inside the test's folder, so that a config wrongly accepted watches and writes only there.
+    home = config.parent
+    return subprocess.run(
+        [sys.executable, "-m", "tunewatch.daemon", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=home,
+        env={**os.environ, "XDG_STATE_HOME": str(home / "state")},
+    )
 
 
 def test_the_shipped_config_toml_documents_exactly_the_defaults() -> None:
@@ -141,27 +155,13 @@ def test_plugin_sections_accept_the_common_enabled_key() -> None:
 
 def test_the_cli_exits_2_with_one_line_and_no_traceback(tmp_path: Path) -> None:
     path = write(tmp_path, "[daemon]\nwatch_step_ms = 1.5\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "tunewatch.daemon", "--config", str(path), "status"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_cli(path, "status")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "[daemon] watch_step_ms: expected a non-negative integer, got number 1.5" in proc.stderr
 
 
 # -- values that cannot work are refused, naming the key ---------------------------------------
-
-
-def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tunewatch.daemon", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 @pytest.mark.parametrize(
