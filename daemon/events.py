@@ -90,6 +90,27 @@ class MetricsBatch(MetricsEvent):
             )
 
 
+# Statuses (lower-case, as StatusChanged carries them) that mean the trainer is done with the run.
+FINISHED_STATUSES = frozenset(
+    {
+        "completed",
+        "complete",
+        "finished",
+        "done",
+        "success",
+        "succeeded",
+        "failed",
+        "error",
+        "crashed",
+        "killed",
+        "stopped",
+        "cancelled",
+        "canceled",
+        "aborted",
+    }
+)
+
+
 @dataclass(frozen=True, slots=True)
 class StatusChanged(Event):
     """The trainer reported a new status (training, completed, failed...) or progress total."""

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from tunewatch.daemon.history import fmt_duration, fmt_step, fmt_value
 from tunewatch.daemon.instance_lock import DaemonHealth
-from tunewatch.daemon.store import Store
+from tunewatch.daemon.latest import LatestValue
+from tunewatch.daemon.store import FilePosition, Store
 from tunewatch.daemon.text import printable
-
-
-@dataclass(frozen=True, slots=True)
-class FileStatus:
-    key: str
-    source: str
-    offset: int
-    lines: int
-    errors: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +29,7 @@ class RunStatus:
     points: int
     source_errors: int
     last_error: str | None
-    files: list[FileStatus]
+    files: list[FilePosition]
 
     @property
     def progress(self) -> float | None:
@@ -50,44 +43,52 @@ class RunStatus:
         return data
 
 
+# The metrics status shows, newest value of each.
+_SHOWN = ("loss", "eval_loss", "accuracy", "eval_accuracy", "total_steps")
+
+
 def collect_status(store: Store, now: float | None = None) -> list[RunStatus]:
+    """Every run's status, in a handful of queries whatever the number of runs."""
     now = time.time() if now is None else now
+    latest = store.latest_values(_SHOWN)
+    newest = store.newest_points()
+    points = store.point_counts()
+    errors = store.event_counts("source_error")
+    files = store.file_positions()
     result = []
     for run in store.runs():
-        last = store.last_point(run.id)
-        loss = store.latest_metric(run.id, "loss")
-        eval_loss = store.latest_metric(run.id, "eval_loss")
-        accuracy = store.latest_metric(run.id, "accuracy") or store.latest_metric(
-            run.id, "eval_accuracy"
-        )
-        total = run.total_steps
-        if total is None:
-            progress_point = store.latest_metric(run.id, "total_steps")
-            total = int(progress_point.metrics["total_steps"]) if progress_point else None
-        files = store.file_states(run.id)
+        values = latest.get(run.id, {})
+        step, last_time = newest.get(run.id, (None, None))
+        error_count, last_error = errors.get(run.id, (0, None))
         result.append(
             RunStatus(
                 name=run.name,
                 path=run.path,
                 status=run.status,
-                step=store.max_step(run.id),
-                total_steps=total,
-                loss=loss.metrics["loss"] if loss else None,
-                eval_loss=eval_loss.metrics["eval_loss"] if eval_loss else None,
-                accuracy=_accuracy(accuracy.metrics) if accuracy else None,
-                last_metric_time=last.time if last else None,
-                seconds_since_last_metric=(now - last.time) if last else None,
-                points=store.count_points(run.id),
-                source_errors=store.count_events(run.id, "source_error"),
-                last_error=store.last_summary(run.id, "source_error"),
-                files=[FileStatus(f.key, f.source, f.offset, f.line_no, f.errors) for f in files],
+                step=step,
+                total_steps=run.total_steps or _whole(values.get("total_steps")),
+                loss=_value(values.get("loss")),
+                eval_loss=_value(values.get("eval_loss")),
+                accuracy=_value(values.get("accuracy") or values.get("eval_accuracy")),
+                last_metric_time=last_time,
+                seconds_since_last_metric=None if last_time is None else now - last_time,
+                points=points.get(run.id, 0),
+                source_errors=error_count,
+                last_error=last_error,
+                files=files.get(run.id, []),
             )
         )
     return result
 
 
-def _accuracy(metrics: dict[str, float]) -> float:
-    return metrics.get("accuracy", metrics.get("eval_accuracy", float("nan")))
+def _value(latest: LatestValue | None) -> float | None:
+    return None if latest is None else latest.value
+
+
+def _whole(latest: LatestValue | None) -> int | None:
+    if latest is None or not math.isfinite(latest.value) or latest.value <= 0:
+        return None
+    return int(latest.value)
 
 
 def fmt_age(seconds: float) -> str:

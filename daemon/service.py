@@ -164,7 +164,7 @@ class Daemon:
 
     def _pipeline_stuck(self, store: AsyncStore, limit_s: float) -> str | None:
         """What has not come back for over `limit_s` (see `run_watchdog`), or None."""
-        store_call, read = store.oldest_pending(), self.watcher.stuck_read()
+        store_call, read = store.oldest_pending(), self.watcher.ingest.stuck_read()
         if store_call is not None and store_call[1] > limit_s:
             return f"store call {store_call[0]} has not returned for {store_call[1]:.0f} s"
         if read is not None and read[1] > limit_s:
@@ -263,23 +263,23 @@ class Daemon:
             # Plugins work on after a catch-up (the detectors replay a long history): give the
             # memory that work freed back, about 1 ms each time.
             release_freed_memory()
-            changed = self.watcher.health_changed
+            changed = self.watcher.ingest.health_changed
             changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), STATUS_INTERVAL_S)
 
     def health(self, started: float) -> DaemonHealth:
-        failure = self.watcher.recording_failure
+        failure = self.watcher.ingest.recording_failure
         return DaemonHealth(
             pid=os.getpid(),
             started=started,
             updated=time.time(),
             recording_failure=failure.reason if failure else None,
             recording_failure_since=failure.since if failure else None,
-            unreadable_files=len(self.watcher.faults),
+            unreadable_files=len(self.watcher.ingest.faults),
             unreadable=tuple(
                 (path, fault.kind, fault.message, fault.since)
-                for path, fault in list(self.watcher.faults.items())[:LISTED_FAULTS]
+                for path, fault in list(self.watcher.ingest.faults.items())[:LISTED_FAULTS]
             ),
         )
 
@@ -290,9 +290,9 @@ class Daemon:
         text = f"watching {runs} run(s), {files} file(s)"
         if waiting:
             text += f", waiting for {waiting} run dir(s)"
-        if watcher.faults:
-            text += f", {len(watcher.faults)} file(s) unreadable (see tunewatch status)"
-        failure = watcher.recording_failure
+        if watcher.ingest.faults:
+            text += f", {len(watcher.ingest.faults)} file(s) unreadable (see tunewatch status)"
+        failure = watcher.ingest.recording_failure
         if failure is not None:
             since = time.strftime("%H:%M:%S", time.localtime(failure.since))
             text = f"CANNOT RECORD since {since}: {failure.reason}; {text}"
@@ -300,10 +300,9 @@ class Daemon:
 
 
 def _catch_up_status(watcher: RunWatcher) -> str:
-    text = (
-        f"catching up: {watcher.batches_committed:,} batches read from {len(watcher.runs)} run(s)"
-    )
-    failure = watcher.recording_failure
+    batches, runs = watcher.ingest.batches_committed, len(watcher.runs)
+    text = f"catching up: {batches:,} batches read from {runs} run(s)"
+    failure = watcher.ingest.recording_failure
     return text if failure is None else f"CANNOT RECORD: {failure.reason}; {text}"
 
 

@@ -24,6 +24,13 @@ import structlog
 
 from tunewatch.daemon import events as ev
 from tunewatch.daemon.history import HistoryRow, is_recorded, to_row
+from tunewatch.daemon.latest import (
+    LATEST_SCHEMA,
+    Latest,
+    LatestValue,
+    latest_values,
+    newest_points,
+)
 from tunewatch.daemon.metric_chunks import (
     CHUNK_POINTS,
     INSERT_SQL,
@@ -33,14 +40,16 @@ from tunewatch.daemon.metric_chunks import (
     pack_points,
     unpack,
 )
-from tunewatch.daemon.store_migrations import migrate_from_v1
+from tunewatch.daemon.store_migrations import migrate_from_v1, migrate_from_v2
+from tunewatch.daemon.text import storable_text
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
     path TEXT NOT NULL UNIQUE,
@@ -101,7 +110,12 @@ CREATE TABLE IF NOT EXISTS plugin_state (
     PRIMARY KEY (plugin, key)
 );
 """
+    + LATEST_SCHEMA
+)
 
+
+# What one file's read hands to the store: the run, its events, the file position after them.
+Batch = tuple[int, Sequence[ev.RunEvent], "FileState | None"]
 
 # The columns of a metric chunk row, in the order `metric_chunks.unpack` takes them.
 _UNPACK_COLUMNS = "source, first_seq, names, data, seqs"
@@ -134,6 +148,8 @@ _DATA_ERRORS = (
 )
 
 log = structlog.get_logger(__name__)
+# Batches committed together at most (a group commit of a catch-up stays a few MB).
+MAX_GROUP_BATCHES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +166,17 @@ class FileState:
     line_no: int = 0
     cursor: str | None = None
     errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FilePosition:
+    """Where reading of one file stands, as `tunewatch status` shows it."""
+
+    key: str
+    source: str
+    offset: int
+    lines: int
+    errors: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +217,7 @@ class Store:
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
+        self._names: dict[int, str] | None = None
         if readonly and not path.exists():
             _raise_missing(path)
         try:
@@ -231,6 +259,9 @@ class Store:
             )
         if version == 1:
             migrate_from_v1(self.db, _SCHEMA)
+            version = 2
+        if version == 2:
+            migrate_from_v2(self.db)
         with self.db:
             self.db.executescript(_SCHEMA)
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -254,21 +285,38 @@ class Store:
 
     def ensure_run(self, path: str, name: str) -> int:
         """The id of the run at `path`, registering it (under a unique `name`) if new."""
-        row = self.db.execute("SELECT id FROM runs WHERE path = ?", (path,)).fetchone()
-        if row:
-            return int(row[0])
+        return self.ensure_runs([(path, name)])[0][0]
+
+    def ensure_runs(self, wanted: Sequence[tuple[str, str]]) -> list[tuple[int, str]]:
+        """(id, name) for each (path, name) in `wanted`, registering the new ones at once.
+
+        The same as `ensure_run` for each, in one transaction: ten thousand run directories
+        found at start cost one commit, not ten thousand.
+        """
+        known = {
+            path: (rid, name)
+            for rid, path, name in self.db.execute("SELECT id, path, name FROM runs")
+        }
+        taken = {name for _rid, name in known.values()}
         now = time.time()
-        unique = name
-        n = 2
-        while self.db.execute("SELECT 1 FROM runs WHERE name = ?", (unique,)).fetchone():
-            unique = f"{name}-{n}"
-            n += 1
+        result = []
         with self.db:
-            cur = self.db.execute(
-                "INSERT INTO runs (path, name, first_seen, updated) VALUES (?, ?, ?, ?)",
-                (path, unique, now, now),
-            )
-        return int(cur.lastrowid or 0)
+            for path, name in wanted:
+                if path in known:
+                    result.append(known[path])
+                    continue
+                unique, n = name, 2
+                while unique in taken:
+                    unique, n = f"{name}-{n}", n + 1
+                cur = self.db.execute(
+                    "INSERT INTO runs (path, name, first_seen, updated) VALUES (?, ?, ?, ?)",
+                    (path, unique, now, now),
+                )
+                known[path] = (int(cur.lastrowid or 0), unique)
+                taken.add(unique)
+                result.append(known[path])
+                self._names = None
+        return result
 
     def runs(self) -> list[RunRow]:
         rows = self.db.execute(
@@ -277,7 +325,11 @@ class Store:
         return [RunRow(*r) for r in rows]
 
     def run_names(self) -> dict[int, str]:
-        return {r.id: r.name for r in self.runs()}
+        """Run id -> name. Cached: names never change, and only `ensure_runs` adds runs (a
+        read-only store sees runs added by the daemon after it opened only if it reopens)."""
+        if self._names is None:
+            self._names = dict(self.db.execute("SELECT id, name FROM runs").fetchall())
+        return self._names
 
     # -- file positions -------------------------------------------------------------------------
 
@@ -313,31 +365,57 @@ class Store:
         `StoreFailure` when the database refuses the write; then nothing was recorded.
         """
         try:
-            self._commit_batch(run_id, events, state)
+            self._commit([(run_id, events, state)])
             return events
         except _DATA_ERRORS as exc:
             self._after_failure()
             log.warning("events the store cannot hold; escaping their text", error=repr(exc))
         except sqlite3.Error as exc:
-            self._after_failure()
-            raise StoreFailure(f"{exc} ({self.path})") from exc
+            raise self._failure(exc) from exc
         escaped = [escape_event_text(e) for e in events]
         try:
-            self._commit_batch(run_id, escaped, state)
+            self._commit([(run_id, escaped, state)])
             return escaped
         except _DATA_ERRORS as exc:
             self._after_failure()
             log.exception("events the store cannot hold; recording an error instead")
             error = _unrecordable(events, state, exc)
         except sqlite3.Error as exc:
-            self._after_failure()
-            raise StoreFailure(f"{exc} ({self.path})") from exc
+            raise self._failure(exc) from exc
         try:
-            self._commit_batch(run_id, [error], state)
+            self._commit([(run_id, [error], state)])
         except sqlite3.Error as exc:
-            self._after_failure()
-            raise StoreFailure(f"{exc} ({self.path})") from exc
+            raise self._failure(exc) from exc
         return [error]
+
+    def commit_batches(
+        self, batches: Sequence[Batch]
+    ) -> list[Sequence[ev.RunEvent] | StoreFailure]:
+        """`commit_batch` for each of `batches`, in one transaction when they all go in.
+
+        Lines that arrive together in many files cost one commit, not one each. Each batch gets
+        its own result: the events recorded, or the `StoreFailure` that kept it out.
+        """
+        if len(batches) > 1:
+            try:
+                self._commit(batches)
+                return [events for _run_id, events, _state in batches]
+            except _DATA_ERRORS:
+                self._after_failure()  # one batch holds bad data: each on its own, below
+            except sqlite3.Error as exc:
+                failure = self._failure(exc)
+                return [failure for _batch in batches]
+        results: list[Sequence[ev.RunEvent] | StoreFailure] = []
+        for batch in batches:
+            try:
+                results.append(self.commit_batch(*batch))
+            except StoreFailure as exc:
+                results.append(exc)
+        return results
+
+    def _failure(self, exc: sqlite3.Error) -> StoreFailure:
+        self._after_failure()
+        return StoreFailure(f"{exc} ({self.path})")
 
     def _after_failure(self) -> None:
         # The transaction rolled back: seqs stamped on the lost events are free again.
@@ -345,14 +423,23 @@ class Store:
             self.db.rollback()
         self._next_seq = self._max_seq() + 1
 
-    def _commit_batch(
-        self, run_id: int, events: Sequence[ev.RunEvent], state: FileState | None
-    ) -> None:
+    def _commit(self, batches: Sequence[Batch]) -> None:
         now = time.time()
+        seq = self._next_seq
+        with self.db:
+            for run_id, events, state in batches:
+                seq = self._write(run_id, events, seq, now)
+                if state is not None:
+                    self._save_file_state(state, now)
+        self._next_seq = seq
+
+    def _write(self, run_id: int, events: Sequence[ev.RunEvent], seq: int, now: float) -> int:
+        """Insert `events` (stamping seqs from `seq` on) inside the open transaction; returns
+        the next free seq."""
         chunks: list[PackedChunk] = []
         pending: list[ev.MetricsLogged] = []  # single points waiting to fill a chunk
         history: list[ev.RunEvent] = []
-        seq = self._next_seq
+        latest = Latest()
         for event in events:
             _stamp(event, seq)
             if isinstance(event, ev.MetricsBatch):
@@ -360,9 +447,11 @@ class Store:
                     chunks.append(pack_points(pending))
                     pending = []
                 chunks.extend(pack_batch(event))
+                latest.add_batch(event)
                 seq += len(event)
                 continue
             if isinstance(event, ev.MetricsLogged):
+                latest.add_point(event.source, event.seq, event.step, event.time, event.metrics)
                 if pending and (
                     event.source != pending[0].source
                     or pending[-1].seq != seq - 1
@@ -376,15 +465,13 @@ class Store:
             seq += 1
         if pending:
             chunks.append(pack_points(pending))
-        with self.db:
-            if chunks:
-                self.db.executemany(INSERT_SQL, chunk_rows(run_id, chunks))
-            for other in history:
-                self._insert_history(other, run_id, other.seq)
-                self._apply_status(other, run_id, now)
-            if state is not None:
-                self._save_file_state(state, now)
-        self._next_seq = seq
+        if chunks:
+            self.db.executemany(INSERT_SQL, chunk_rows(run_id, chunks))
+            latest.save(self.db, run_id)
+        for other in history:
+            self._insert_history(other, run_id, other.seq)
+            self._apply_status(other, run_id, now)
+        return seq
 
     def _apply_status(self, event: ev.Event, run_id: int, now: float) -> None:
         """Make a reported status the run's current one, unless it is older news.
@@ -536,57 +623,40 @@ class Store:
                 break
         return result
 
-    def latest_metric(self, run_id: int, name: str) -> MetricPoint | None:
-        """The newest point of `run_id` that has metric `name`."""
-        # Walks chunks backwards; the wanted metric is almost always in the newest ones.
-        cur = self.db.execute(
-            f"SELECT {_UNPACK_COLUMNS} FROM metric_chunks"
-            " WHERE run_id = ? AND names LIKE ? ORDER BY last_seq DESC",
-            (run_id, f'%"{name}":%'),
+    # -- every run at once: what `status` and the stall check read ---------------------------
+
+    def latest_values(self, names: Iterable[str]) -> dict[int, dict[str, LatestValue]]:
+        """Run id -> metric name -> its newest value, for the metrics `names`."""
+        return latest_values(self.db, names)
+
+    def newest_points(self) -> dict[int, tuple[int, float]]:
+        """Run id -> (step, time) of its newest point (see `latest.newest_points`)."""
+        return newest_points(self.db)
+
+    def point_counts(self) -> dict[int, int]:
+        rows = self.db.execute("SELECT run_id, sum(n) FROM metric_chunks GROUP BY run_id")
+        return {run_id: int(n) for run_id, n in rows}
+
+    def event_counts(self, kind: str) -> dict[int, tuple[int, str]]:
+        """Run id -> (number of events of `kind`, summary of the newest)."""
+        rows = self.db.execute(
+            "SELECT e.run_id, c.n, e.summary FROM events e JOIN ("
+            "  SELECT run_id, count(*) AS n, max(seq) AS newest FROM events"
+            "  WHERE kind = ? AND run_id IS NOT NULL GROUP BY run_id"
+            ") c ON e.seq = c.newest",
+            (kind,),
         )
-        for row in cur:
-            for seq, step, t, values in reversed(list(unpack(*row).points())):
-                if name in values:
-                    return MetricPoint(
-                        seq, self.run_names().get(run_id, "?"), step, t, row[0], values
-                    )
-        return None
+        return {run_id: (int(n), str(summary)) for run_id, n, summary in rows}
 
-    def last_point(self, run_id: int) -> MetricPoint | None:
-        row = self.db.execute(
-            f"SELECT {_UNPACK_COLUMNS} FROM metric_chunks WHERE run_id = ?"
-            " ORDER BY last_seq DESC LIMIT 1",
-            (run_id,),
-        ).fetchone()
-        if row is None:
-            return None
-        *_, (seq, step, t, values) = unpack(*row).points()
-        return MetricPoint(seq, self.run_names().get(run_id, "?"), step, t, row[0], values)
-
-    def max_step(self, run_id: int) -> int | None:
-        row = self.db.execute(
-            "SELECT max(max_step) FROM metric_chunks WHERE run_id = ?", (run_id,)
-        ).fetchone()
-        return None if row[0] is None else int(row[0])
-
-    def count_points(self, run_id: int) -> int:
-        row = self.db.execute(
-            "SELECT coalesce(sum(n), 0) FROM metric_chunks WHERE run_id = ?", (run_id,)
-        ).fetchone()
-        return int(row[0])
-
-    def last_summary(self, run_id: int, kind: str) -> str | None:
-        row = self.db.execute(
-            "SELECT summary FROM events WHERE run_id = ? AND kind = ? ORDER BY seq DESC LIMIT 1",
-            (run_id, kind),
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def count_events(self, run_id: int, kind: str) -> int:
-        row = self.db.execute(
-            "SELECT count(*) FROM events WHERE run_id = ? AND kind = ?", (run_id, kind)
-        ).fetchone()
-        return int(row[0])
+    def file_positions(self) -> dict[int, list[FilePosition]]:
+        """Run id -> where reading of each of its files stands."""
+        result: dict[int, list[FilePosition]] = {}
+        rows = self.db.execute(
+            "SELECT run_id, key, source, offset, line_no, errors FROM files ORDER BY key"
+        )
+        for run_id, *fields in rows:
+            result.setdefault(run_id, []).append(FilePosition(*fields))
+        return result
 
     def history(
         self,
@@ -634,20 +704,15 @@ def _raise_missing(path: Path) -> None:
     raise StoreError(f"{path}: no state database yet (has `tunewatch run` started?)")
 
 
-def valid_text(text: str) -> str:
-    """`text` with lone surrogates (from JSON escapes or undecodable bytes) spelled as escapes."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def escape_event_text(event: ev.RunEvent) -> ev.RunEvent:
     """A copy of `event` whose text fields and metric names are valid UTF-8."""
     changes: dict[str, Any] = {}
     for f in dataclasses.fields(event):
         value = getattr(event, f.name)
         if isinstance(value, str):
-            changes[f.name] = valid_text(value)
+            changes[f.name] = storable_text(value)
         elif isinstance(value, Mapping):
-            changes[f.name] = {valid_text(k): v for k, v in value.items()}
+            changes[f.name] = {storable_text(k): v for k, v in value.items()}
     return dataclasses.replace(event, **changes)
 
 
@@ -658,12 +723,12 @@ def _unrecordable(
     source = state.source if state is not None else next((e.source for e in events), "?")
     location = state.key if state is not None else source
     return ev.SourceError(
-        run=valid_text(run),
-        source=valid_text(source),
+        run=storable_text(run),
+        source=storable_text(source),
         kind="unrecordable",
         message=f"{len(events)} event(s) could not be recorded: {type(exc).__name__}: "
         + ascii(str(exc))[:200],
-        location=valid_text(location),
+        location=storable_text(location),
     )
 
 
@@ -677,6 +742,8 @@ class AsyncStore:
         # Calls submitted and not yet returned: call number -> (name, monotonic submit time).
         self._pending: dict[int, tuple[str, float]] = {}
         self._calls = 0
+        self._commits: list[tuple[Batch, asyncio.Future[Sequence[ev.RunEvent]]]] = []
+        self._committer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: Path) -> AsyncStore:
@@ -697,6 +764,38 @@ class AsyncStore:
             return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
         finally:
             del self._pending[number]
+
+    async def commit(
+        self, run_id: int, events: Sequence[ev.RunEvent], state: FileState | None
+    ) -> Sequence[ev.RunEvent]:
+        """`Store.commit_batch`, grouped: batches handed in while a commit is running go
+        together in the next one (a group commit), each still atomic with its file position."""
+        future: asyncio.Future[Sequence[ev.RunEvent]] = asyncio.get_running_loop().create_future()
+        self._commits.append(((run_id, events, state), future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_queued(), name="store-commit")
+        return await future
+
+    async def _commit_queued(self) -> None:
+        while self._commits:
+            queued = self._commits[:MAX_GROUP_BATCHES]
+            del self._commits[:MAX_GROUP_BATCHES]
+            try:
+                results = await self.call(self.store.commit_batches, [b for b, _f in queued])
+            except BaseException as exc:  # every waiter hears of it
+                for _batch, future in queued:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for (_batch, future), result in zip(queued, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, StoreFailure):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
 
     def oldest_pending(self) -> tuple[str, float] | None:
         """(name, seconds waiting) of the oldest call that has not returned, if any."""

@@ -7,7 +7,8 @@ import sqlite3
 import orjson
 
 from tunewatch.daemon.events import MetricsLogged
-from tunewatch.daemon.metric_chunks import INSERT_SQL, chunk_rows, pack_points
+from tunewatch.daemon.latest import LATEST_SCHEMA, Latest
+from tunewatch.daemon.metric_chunks import INSERT_SQL, chunk_rows, pack_points, unpack
 
 
 def migrate_from_v1(db: sqlite3.Connection, schema: str) -> None:
@@ -63,3 +64,27 @@ def _consecutive(points: list[MetricsLogged]) -> list[list[MetricsLogged]]:
         else:
             runs.append([point])
     return runs
+
+
+def migrate_from_v2(db: sqlite3.Connection) -> None:
+    """Version 3 adds the newest value per metric and point per source (see daemon/latest.py);
+    they are filled from the stored points, in one transaction."""
+    db.executescript(LATEST_SCHEMA)  # idempotent: a crash before the commit below retries
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        latest: dict[int, Latest] = {}
+        rows = db.execute(
+            "SELECT run_id, source, first_seq, names, data, seqs FROM metric_chunks"
+            " ORDER BY first_seq"
+        )
+        for run_id, *row in rows:
+            chunk = unpack(*row)
+            for seq, step, t, values in chunk.points():
+                latest.setdefault(run_id, Latest()).add_point(chunk.source, seq, step, t, values)
+        for run_id, found in latest.items():
+            found.save(db, run_id)
+        db.execute("PRAGMA user_version = 3")
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise

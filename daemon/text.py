@@ -41,3 +41,22 @@ def printable_lines(text: str) -> str:
 
 
 __all__ = ["printable", "printable_lines", "readable_file_name"]
+
+
+# -- text the store can hold -------------------------------------------------------------------
+#
+# SQLite and orjson take only strings that encode as UTF-8, but a lone surrogate is valid JSON
+# (`"\ud800"`) and is what bytes decoded with surrogateescape (odd file names) leave behind.
+# Such a character is kept visible as its escape, the 6 characters `\ud800`, instead of
+# stopping ingest.
+
+
+def storable_text(text: str) -> str:
+    """`text` with each lone surrogate replaced by its `\\udXXX` escape; other text unchanged."""
+    if text.isascii():  # nearly every name and message: one check in C, no copy
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text

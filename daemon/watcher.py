@@ -1,9 +1,11 @@
-"""Turns file changes in the watched run directories into recorded, published events.
+"""Finds the run directories and their source files, and decides when each is read.
 
-One watchfiles (inotify) watcher covers every run directory; a periodic rescan catches what
-inotify cannot (a run directory created later, a missed event, a network filesystem). Each
-batch read from a file is committed to the store together with the file's new position, and
-published on the bus only after that commit: a restart resumes exactly after the last batch.
+Runs that are training get the fast path: a watchfiles (inotify) watcher over their
+directories finds new files and checkpoint folders, and the files being followed wake the
+event loop directly through `FileWakeups`. Everything else (finished runs, runs idle for
+hours) costs no descriptor and no watch: a periodic rescan looks at them, rarely. A rescan
+also catches what inotify cannot see (a run directory created later, a missed event, a network
+filesystem). Reading and recording a file is `Ingest`'s job.
 """
 
 from __future__ import annotations
@@ -13,9 +15,7 @@ import contextlib
 import glob
 import os
 import time
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -23,14 +23,8 @@ import watchfiles
 
 from tunewatch.daemon.bus import EventBus
 from tunewatch.daemon.config import Settings
-from tunewatch.daemon.events import (
-    RecordingFailed,
-    RecordingResumed,
-    RunEvent,
-    SourceError,
-    SourceReadable,
-    SourceUnreadable,
-)
+from tunewatch.daemon.events import FINISHED_STATUSES
+from tunewatch.daemon.ingest import ACTIVE_WINDOW_S, Ingest
 from tunewatch.daemon.sources.discovery import (
     CHECKPOINT_DIR,
     TRAINER_STATE,
@@ -39,66 +33,43 @@ from tunewatch.daemon.sources.discovery import (
     checkpoint_step,
     scan_run,
 )
-from tunewatch.daemon.sources.document import DocumentFollower
-from tunewatch.daemon.sources.file_access import SourceFault
 from tunewatch.daemon.sources.inotify import FileWakeups
-from tunewatch.daemon.sources.run_sources import RunSources, make_follower
-from tunewatch.daemon.sources.tailer import LogTailer, TailBatch
-from tunewatch.daemon.store import AsyncStore, FileState, StoreFailure, valid_text
+from tunewatch.daemon.sources.run_sources import RunSources
+from tunewatch.daemon.sources.tailer import LogTailer
+from tunewatch.daemon.store import AsyncStore, StoreFailure
+from tunewatch.daemon.text import storable_text
 
 log = structlog.get_logger(__name__)
 
 # While a configured run directory does not exist yet, look for it this often (one stat call).
 MISSING_RUN_POLL_S = 2.0
-# Source errors logged per file before the rest are only counted (`tunewatch status` shows all).
-LOGGED_ERRORS_PER_FILE = 10
-# A document caught mid-write is read again after this delay even if no new change arrives.
-DOCUMENT_RETRY_S = 0.25
+# Runs that are not active are scanned once every this many rescan intervals.
+INACTIVE_SCAN_EVERY = 10
+# Run directories scanned per trip to a worker thread.
+SCAN_BATCH_RUNS = 256
+# Runs read at the same time while draining (their files interleave on the worker threads).
+DRAIN_WORKERS = 8
+# The directory watcher covers at most this many runs, the most recently written first.
+MAX_WATCHED_RUNS = 64
 _GLOB_CHARS = frozenset("*?[")
-# An unreadable file is tried again after 1 s, then 2, 4... up to this (a change to it, or a
-# rescan, tries it sooner).
-SOURCE_RETRY_MAX_S = 300.0
-# While the store refuses writes, ingest tries again after 1 s, then 2, 4... up to this.
-STORE_RETRY_MAX_S = 60.0
 
 
 def run_name_for(path: Path) -> str:
-    return valid_text(path.name or str(path))
-
-
-@dataclass
-class FileFault:
-    """Why one source file is not being read, since when, and when it is tried again."""
-
-    kind: str
-    message: str
-    since: float  # unix time
-    attempts: int = 1
-    recorded: bool = False  # its SourceUnreadable is in the store
-    retry: asyncio.TimerHandle | None = None
-
-    def retry_delay_s(self) -> float:
-        return float(min(2 ** (self.attempts - 1), SOURCE_RETRY_MAX_S))
-
-
-@dataclass(frozen=True, slots=True)
-class RecordingFailure:
-    """The store refuses writes: why, and since when."""
-
-    reason: str
-    since: float  # unix time
+    return storable_text(path.name or str(path))
 
 
 def _scan_sorted(run_dir: Path, rules: SourceRules) -> list[tuple[SourceKind, Path]]:
-    found = list(scan_run(run_dir, rules))
+    try:
+        found = list(scan_run(run_dir, rules))
+    except OSError:  # the directory went away or cannot be listed: nothing to read in it now
+        return []
     # Older checkpoints first, so that the newest trainer_state is the last one read.
     found.sort(key=lambda kp: checkpoint_step(kp[1]) if kp[0] is SourceKind.TRAINER_STATE else 0)
     return found
 
 
-def _source_name(run: RunSources, path: Path) -> str:
-    rel = run.relative(path)
-    return valid_text(str(rel) if rel is not None else path.name)
+def _scan_runs(dirs: Sequence[Path], rules: SourceRules) -> list[list[tuple[SourceKind, Path]]]:
+    return [_scan_sorted(d, rules) for d in dirs]
 
 
 def _checkpoint_order(raw: str) -> tuple[int, str]:
@@ -124,25 +95,17 @@ class RunWatcher:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.bus = bus
         self.run_specs = [os.path.abspath(os.path.expanduser(s)) for s in run_specs]
         self.rules = SourceRules.from_settings(settings)
         self.runs: dict[Path, RunSources] = {}
-        self._dirty: dict[tuple[Path, Path], SourceKind] = {}
+        # Run dir -> its files to read, in the order they were marked.
+        self._dirty: dict[Path, dict[Path, SourceKind]] = {}
+        self._busy: set[Path] = set()  # runs a drain worker is reading now
         self._wake = asyncio.Event()
         self._roots_changed = asyncio.Event()
-        self.batches_committed = 0
-        self._errors_logged: Counter[tuple[str, str]] = Counter()
+        self._watched_roots: frozenset[Path] = frozenset()
         self.wakeups = FileWakeups(self.on_change, self._recheck_followed)
-        # Path (as text) -> why that file is not being read now.
-        self.faults: dict[str, FileFault] = {}
-        # Set while the store refuses writes; `retry_store=False` (`run --once`) gives up instead.
-        self.recording_failure: RecordingFailure | None = None
-        self.retry_store = retry_store
-        self._store_attempts = 0
-        self._reading: tuple[Path, float] | None = None  # the read in flight, since (monotonic)
-        # Set when a fault or a store failure starts or ends, so STATUS= follows at once.
-        self.health_changed = asyncio.Event()
+        self.ingest = Ingest(settings, store, bus, self.wakeups, self.mark, retry_store=retry_store)
 
     # -- run directories ----------------------------------------------------------------------
 
@@ -150,8 +113,8 @@ class RunWatcher:
         found: list[Path] = []
         for spec in self.run_specs:
             if _GLOB_CHARS & set(spec):
-                found.extend(Path(p) for p in sorted(glob.glob(spec)) if Path(p).is_dir())
-            elif Path(spec).is_dir():
+                found.extend(Path(p) for p in sorted(glob.glob(spec)) if os.path.isdir(p))
+            elif os.path.isdir(spec):
                 found.append(Path(spec))
         return found
 
@@ -159,29 +122,34 @@ class RunWatcher:
         return [s for s in self.run_specs if not (_GLOB_CHARS & set(s)) and not Path(s).is_dir()]
 
     async def refresh_runs(self) -> bool:
-        """Register run directories that appeared; True when the set of watched roots changed."""
-        changed = False
-        for path in self._existing_run_dirs():
-            if path in self.runs:
-                continue
-            run_id = await self.store.call(
-                self.store.store.ensure_run, valid_text(str(path)), run_name_for(path)
-            )
-            names = await self.store.call(self.store.store.run_names)
-            self.runs[path] = RunSources(run_id=run_id, name=names[run_id], path=path)
-            log.info("watching run", run=names[run_id], path=str(path))
-            changed = True
-        return changed
+        """Register run directories that appeared; True when there were any."""
+        existing = await asyncio.to_thread(self._existing_run_dirs)
+        new = [path for path in existing if path not in self.runs]
+        if not new:
+            return False
+        wanted = [(storable_text(str(path)), run_name_for(path)) for path in new]
+        registered = await self.store.call(self.store.store.ensure_runs, wanted)
+        statuses = {row.id: row.status for row in await self.store.call(self.store.store.runs)}
+        for path, (run_id, name) in zip(new, registered, strict=True):
+            finished = statuses.get(run_id) in FINISHED_STATUSES
+            self.runs[path] = RunSources(run_id=run_id, name=name, path=path, finished=finished)
+        if len(new) <= 20:
+            for path in new:
+                log.info("watching run", run=self.runs[path].name, path=storable_text(str(path)))
+        else:
+            log.info("watching runs", new=len(new), total=len(self.runs))
+        return True
 
     # -- marking and processing work ----------------------------------------------------------
 
     def mark(self, run: RunSources, kind: SourceKind, path: Path) -> None:
-        self._dirty[(run.path, path)] = kind
+        self._dirty.setdefault(run.path, {})[path] = kind
         self._wake.set()
 
     def _run_for(self, path: Path) -> RunSources | None:
-        for run in self.runs.values():
-            if path == run.path or run.path in path.parents:
+        for candidate in (path, *path.parents):
+            run = self.runs.get(candidate)
+            if run is not None:
                 return run
         return None
 
@@ -201,224 +169,85 @@ class RunWatcher:
         if kind is not None:
             self.mark(run, kind, path)
 
-    async def rescan(self) -> None:
-        if await self.refresh_runs():
-            self._roots_changed.set()
-        for run in self.runs.values():
-            found = await asyncio.to_thread(_scan_sorted, run.path, self.rules)
-            for kind, path in found:
-                self.mark(run, kind, path)
+    async def rescan(self, *, everything: bool = False) -> None:
+        """Look for new and changed files: in active runs always, in the others when due."""
+        await self.refresh_runs()
+        now, wall = time.monotonic(), time.time()
+        slow_s = self.settings.daemon.rescan_interval_s * INACTIVE_SCAN_EVERY
+        due = [
+            run
+            for run in self.runs.values()
+            if everything or run.active(wall, ACTIVE_WINDOW_S) or now - run.last_scan >= slow_s
+        ]
+        for start in range(0, len(due), SCAN_BATCH_RUNS):
+            batch = due[start : start + SCAN_BATCH_RUNS]
+            found = await asyncio.to_thread(_scan_runs, [r.path for r in batch], self.rules)
+            for run, files in zip(batch, found, strict=True):
+                run.last_scan = now
+                for kind, path in files:
+                    self.mark(run, kind, path)
 
     async def drain(self) -> None:
-        """Process marked files until nothing is left to read."""
-        while self._dirty:
-            (run_path, path), kind = next(iter(self._dirty.items()))
-            del self._dirty[(run_path, path)]
-            run = self.runs.get(run_path)
-            if run is None:
-                continue
-            try:
-                await self._process(run, kind, path)
-            except StoreFailure as exc:
-                # Nothing of it was recorded: read it again once the store takes writes.
-                self._dirty[(run_path, path)] = kind
-                await self._wait_for_store(str(exc))
-        self._wake.clear()
+        """Read marked files until nothing is left: several runs at a time, each run's files
+        in order (a run's trainer_state.json files feed one document)."""
+        workers = min(DRAIN_WORKERS, len(self._dirty))
+        if workers == 1:
+            await self._drain_worker()
+        elif workers > 1:
+            await asyncio.gather(*(self._drain_worker() for _ in range(workers)))
+        if not self._dirty:
+            self._wake.clear()
 
-    async def _process(self, run: RunSources, kind: SourceKind, path: Path) -> None:
-        """Read what is new in one file and record it; a failure is contained to this file."""
-        key = run.follower_key(kind, path)
-        fault = self.faults.get(valid_text(str(path)))
-        try:
-            await self._ingest(run, kind, path, key)
-        except StoreFailure:
-            await self._drop_follower(run, key)  # its position goes back to the committed one
-            raise
-        except SourceFault as exc:
-            await self._drop_follower(run, key)
-            await self._file_fault(run, kind, path, exc.kind, exc.message)
-        except Exception as exc:  # a bug, or something no test foresaw: this file only
-            if fault is None or fault.kind != "internal_error":
-                log.exception("reading a source failed", run=run.name, path=valid_text(str(path)))
-            await self._drop_follower(run, key)
-            message = f"{type(exc).__name__}: {exc}"
-            await self._file_fault(run, kind, path, "internal_error", message)
-        else:
-            if fault is not None:
-                await self._file_readable(run, kind, path, fault)
-
-    async def _ingest(self, run: RunSources, kind: SourceKind, path: Path, key: str) -> None:
-        follower = run.followers.get(key)
-        if follower is None:
-            state = await self.store.call(self.store.store.file_state, key)
-            follower = make_follower(run, kind, path, state, self.settings)
-            run.followers[key] = follower
-        if isinstance(follower, DocumentFollower):
-            self._reading = (path, time.monotonic())
+    async def _drain_worker(self) -> None:
+        while (run_path := self._next_dirty_run()) is not None:
+            self._busy.add(run_path)
             try:
-                batch = await follower.read(path)
+                while files := self._dirty.pop(run_path, None):
+                    await self._read_files(run_path, files)
             finally:
-                self._reading = None
-            if batch is not None:
-                self._publish(await self._record(run, batch.events, batch.state))
-            if follower.wants_retry():
-                asyncio.get_running_loop().call_later(DOCUMENT_RETRY_S, self.mark, run, kind, path)
+                self._busy.discard(run_path)
+
+    def _next_dirty_run(self) -> Path | None:
+        return next((p for p in self._dirty if p not in self._busy), None)
+
+    async def _read_files(self, run_path: Path, files: dict[Path, SourceKind]) -> None:
+        run = self.runs.get(run_path)
+        if run is None:
             return
-        await self._ingest_log(run, follower)
-        self.wakeups.watch(path)
-
-    async def _ingest_log(self, run: RunSources, follower: LogTailer) -> None:
-        # Parse the next batch while the store thread commits the previous one (SQLite releases
-        # the GIL while it writes); events are still published only after their commit.
-        in_flight: asyncio.Future[Sequence[RunEvent]] | None = None
-        try:
-            while (batch := await self._read_log(follower)) is not None:
-                if in_flight is not None:
-                    self._publish(await in_flight)
-                in_flight = asyncio.ensure_future(self._record(run, batch.events, batch.state))
-        finally:
-            # Even when reading failed, what was committed is published.
-            if in_flight is not None:
-                self._publish(await in_flight)
-
-    async def _read_log(self, follower: LogTailer) -> TailBatch | None:
-        self._reading = (follower.path, time.monotonic())
-        try:
-            return await follower.read()
-        finally:
-            self._reading = None
-
-    def stuck_read(self) -> tuple[str, float] | None:
-        """(path, seconds) of a file read that has not come back yet, if one is in flight."""
-        if self._reading is None:
-            return None
-        path, since = self._reading
-        return valid_text(str(path)), time.monotonic() - since
-
-    async def _record(
-        self, run: RunSources, events: Sequence[RunEvent], state: FileState | None
-    ) -> Sequence[RunEvent]:
-        """Commit events (and the file position after them); returns what was recorded."""
-        recorded = await self.store.call(self.store.store.commit_batch, run.run_id, events, state)
-        if self.recording_failure is not None:
-            self._recording_resumed()
-        return recorded
-
-    def _publish(self, events: Sequence[RunEvent]) -> None:
-        self.batches_committed += 1
-        self._log_errors(events)
-        self.bus.publish_many(events)
-
-    async def _drop_follower(self, run: RunSources, key: str) -> None:
-        follower = run.followers.pop(key, None)
-        if isinstance(follower, LogTailer):
-            with contextlib.suppress(OSError):
-                await follower.close()
-
-    # -- faults -------------------------------------------------------------------------------
-
-    async def _file_fault(
-        self, run: RunSources, kind: SourceKind, path: Path, fault_kind: str, message: str
-    ) -> None:
-        """Remember why `path` is not read, say it once, and try it again with backoff."""
-        key = valid_text(str(path))
-        fault = self.faults.get(key)
-        if fault is not None and fault.kind == fault_kind:
-            fault.attempts += 1
-        else:
-            if fault is not None and fault.retry is not None:
-                fault.retry.cancel()
-            fault = FileFault(fault_kind, message, time.time())
-            self.faults[key] = fault
-            self.health_changed.set()
-            log.warning(
-                "cannot read a source; the other files go on, this one is retried",
-                run=run.name,
-                path=valid_text(str(path)),
-                kind=fault_kind,
-                reason=message,
-            )
-        if fault.retry is not None:
-            fault.retry.cancel()
-        fault.retry = asyncio.get_running_loop().call_later(
-            fault.retry_delay_s(), self.mark, run, kind, path
-        )
-        if not fault.recorded:
-            event = SourceUnreadable(
-                run.name, _source_name(run, path), fault_kind, message, valid_text(str(path))
-            )
-            self._publish(await self._record(run, [event], None))
-            fault.recorded = True
-
-    async def _file_readable(
-        self, run: RunSources, kind: SourceKind, path: Path, fault: FileFault
-    ) -> None:
-        del self.faults[valid_text(str(path))]
-        self.health_changed.set()
-        if fault.retry is not None:
-            fault.retry.cancel()
-        down_s = time.time() - fault.since
-        log.info("source readable again", run=run.name, path=valid_text(str(path)))
-        event = SourceReadable(run.name, _source_name(run, path), valid_text(str(path)), down_s)
-        self._publish(await self._record(run, [event], None))
-
-    async def _wait_for_store(self, reason: str) -> None:
-        """The store refused a write: say so once, then wait before the next attempt."""
-        if not self.retry_store:
-            raise StoreFailure(reason)
-        if self.recording_failure is None:
-            self.recording_failure = RecordingFailure(reason, time.time())
-            self.health_changed.set()
-            self._store_attempts = 0
-            log.error(
-                "cannot record: nothing is lost, reading resumes when the store takes writes",
-                reason=reason,
-            )
-            self.bus.publish(RecordingFailed(reason, self.recording_failure.since))
-        self._store_attempts += 1
-        await asyncio.sleep(min(2.0 ** (self._store_attempts - 1), STORE_RETRY_MAX_S))
-
-    def _recording_resumed(self) -> None:
-        failure = self.recording_failure
-        assert failure is not None
-        self.recording_failure = None
-        self.health_changed.set()
-        log.info("recording again", stopped_for_s=round(time.time() - failure.since, 1))
-        self.bus.publish(RecordingResumed(failure.reason, failure.since))
-
-    def _log_errors(self, events: Sequence[RunEvent]) -> None:
-        for event in events:
-            if not isinstance(event, SourceError):
-                continue
-            key = (event.run, event.source)
-            self._errors_logged[key] += 1
-            count = self._errors_logged[key]
-            if count <= LOGGED_ERRORS_PER_FILE:
-                log.warning(
-                    "skipped bad input",
-                    run=event.run,
-                    source=event.source,
-                    kind=event.kind,
-                    location=event.location,
-                    message=event.message,
-                )
-            if count == LOGGED_ERRORS_PER_FILE:
-                log.warning(
-                    "further errors in this file are counted, not logged; see `tunewatch status`",
-                    run=event.run,
-                    source=event.source,
-                )
+        pending = list(files.items())
+        for i, (path, kind) in enumerate(pending):
+            try:
+                await self.ingest.process(run, kind, path)
+            except StoreFailure as exc:
+                # Nothing of it was recorded: read it (and the rest) again once the store
+                # takes writes, before anything marked meanwhile.
+                later = self._dirty.pop(run_path, {})
+                self._dirty[run_path] = dict(pending[i:]) | later
+                await self.ingest.wait_for_store(str(exc))
+                return
 
     def _recheck_followed(self) -> None:
         """inotify dropped events (queue overflow): read every followed log again."""
         for run in self.runs.values():
             for follower in run.followers.values():
-                if not isinstance(follower, DocumentFollower):
+                if isinstance(follower, LogTailer):
                     self.on_change(follower.path)
 
     async def catch_up(self) -> None:
-        await self.rescan()
-        await self.drain()
+        """Read everything written while tunewatch was not watching."""
+        states = await self.store.call(self.store.store.file_states)
+        self.ingest.known_states = {state.key: state for state in states}
+        try:
+            await self.rescan(everything=True)
+            await self.drain()
+        finally:
+            self.ingest.known_states = None
+        await self.ingest.retire_idle(list(self.runs.values()))
+        self.ingest.live = True
+
+    async def close_files(self) -> None:
+        """Close every followed file (reading resumes from the store's positions)."""
+        await self.ingest.close_all(list(self.runs.values()))
 
     # -- the long-running loops -----------------------------------------------------------------
 
@@ -426,7 +255,7 @@ class RunWatcher:
         self.wakeups.open()
         for run in self.runs.values():
             for follower in run.followers.values():
-                if not isinstance(follower, DocumentFollower):
+                if isinstance(follower, LogTailer) and follower.is_open:
                     self.wakeups.watch(follower.path)
         tasks = [
             asyncio.create_task(self._watch_loop(stop), name="watch"),
@@ -445,23 +274,20 @@ class RunWatcher:
                     await task
             await self.close_files()
 
-    async def close_files(self) -> None:
-        """Close every followed file (reading resumes from the store's positions)."""
-        for run in self.runs.values():
-            for key in list(run.followers):
-                await self._drop_follower(run, key)
-
     async def _process_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await self._wake.wait()
             await self.drain()
+            if self.ingest.became_active.is_set():
+                self.ingest.became_active.clear()
+                self._update_roots()
 
     async def _rescan_loop(self, stop: asyncio.Event) -> None:
         interval = self.settings.daemon.rescan_interval_s
         # Lines appended between the catch-up and the moment inotify watches were in place
         # produced no event: look once more right after the watcher started.
         await asyncio.sleep(0.5)
-        await self.rescan()
+        await self.rescan(everything=True)
         elapsed = 0.0
         while not stop.is_set():
             wait = MISSING_RUN_POLL_S if self.missing_runs() else interval
@@ -470,14 +296,27 @@ class RunWatcher:
             if elapsed >= interval:
                 elapsed = 0.0
                 await self.rescan()
+                await self.ingest.retire_idle(list(self.runs.values()))
             elif await self.refresh_runs():
-                self._roots_changed.set()
                 await self.rescan()
+            self._update_roots()
+
+    def _active_roots(self) -> frozenset[Path]:
+        now = time.time()
+        active = [r for r in self.runs.values() if r.active(now, ACTIVE_WINDOW_S)]
+        active.sort(key=lambda r: r.last_change, reverse=True)
+        return frozenset(r.path for r in active[:MAX_WATCHED_RUNS])
+
+    def _update_roots(self) -> None:
+        """Restart the directory watcher when the set of active runs changed."""
+        if self._active_roots() != self._watched_roots:
+            self._roots_changed.set()
 
     async def _watch_loop(self, stop: asyncio.Event) -> None:
         step_ms = self.settings.daemon.watch_step_ms
         while not stop.is_set():
-            roots = [str(p) for p in self.runs]
+            self._watched_roots = self._active_roots()
+            roots = [str(p) for p in self._watched_roots]
             self._roots_changed.clear()
             if not roots:
                 await self._roots_changed.wait()

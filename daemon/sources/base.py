@@ -17,7 +17,7 @@ from typing import Protocol
 import orjson
 
 from tunewatch.daemon.events import RunEvent
-from tunewatch.daemon.sources.storable_text import storable_text
+from tunewatch.daemon.text import storable_text
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,13 +19,16 @@ import structlog
 from tunewatch.daemon.events import SourceError
 from tunewatch.daemon.sources.base import DocumentParser, FileOrigin, IncompleteDocument
 from tunewatch.daemon.sources.file_access import (
+    FileSignature,
     SourceFault,
     fault_from_os_error,
     open_regular,
+    signature_of,
     stat_source,
 )
 from tunewatch.daemon.sources.tailer import TailBatch
-from tunewatch.daemon.store import FileState, valid_text
+from tunewatch.daemon.store import FileState
+from tunewatch.daemon.text import storable_text
 
 log = structlog.get_logger(__name__)
 
@@ -51,9 +54,9 @@ class DocumentFollower:
         self.make_parser = make_parser
         self.state = state
         self._seen: dict[str, bytes] = {}  # path -> digest of the last content fully handled
-        # path -> (inode, size, mtime) when last fully handled: a rescan of an unchanged
+        # Each file's signature when last fully handled: a rescan of an unchanged
         # checkpoint's trainer_state.json costs one stat, not a read and a hash.
-        self._stat: dict[str, tuple[int, int, int]] = {}
+        self.signatures: dict[Path, FileSignature] = {}
         self._incomplete: dict[str, tuple[bytes, int]] = {}  # path -> (digest, failed reads)
 
     def wants_retry(self) -> bool:
@@ -65,13 +68,13 @@ class DocumentFollower:
 
         Raises `SourceFault` when it cannot be read (permissions, not a regular file, too big).
         """
-        key = valid_text(str(path))
+        key = storable_text(str(path))
         st = stat_source(path)
         if st is None:
             self._incomplete.pop(key, None)
             return None
-        signature = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if self._stat.get(key) == signature:
+        signature = signature_of(st)
+        if self.signatures.get(path) == signature:
             return None
         if st.st_size > MAX_DOCUMENT_BYTES:
             raise SourceFault(
@@ -88,7 +91,7 @@ class DocumentFollower:
         digest = hashlib.blake2b(data, digest_size=16).digest()
         if self._seen.get(key) == digest:
             return None
-        origin = FileOrigin(run=self.run, source=self.source, path=key)
+        origin = FileOrigin(run=self.run, source=self.source, path=str(path))
         try:
             events, cursor = self.make_parser(origin).parse(data, self.state.cursor)
         except IncompleteDocument as exc:
@@ -98,7 +101,7 @@ class DocumentFollower:
             return self._broken(origin, digest, "parser_failed", f"{type(exc).__name__}: {exc}")
         self._incomplete.pop(key, None)
         self._seen[key] = digest
-        self._stat[key] = signature
+        self.signatures[path] = signature
         errors = sum(1 for e in events if type(e) is SourceError)
         self.state = dataclasses.replace(
             self.state, cursor=cursor, errors=self.state.errors + errors
@@ -113,10 +116,10 @@ class DocumentFollower:
         return data
 
     def _incomplete_read(self, origin: FileOrigin, digest: bytes, why: str) -> TailBatch | None:
-        previous, count = self._incomplete.get(origin.path, (b"", 0))
+        previous, count = self._incomplete.get(origin.location, (b"", 0))
         count = count + 1 if previous == digest else 1
         if count < INCOMPLETE_READS_BEFORE_ERROR:
-            self._incomplete[origin.path] = (digest, count)
+            self._incomplete[origin.location] = (digest, count)
             return None
         # The same bytes failed to parse several times: not a write in progress but a broken file.
         message = f"not valid JSON after {count} reads: {why or 'truncated'}"
@@ -124,8 +127,8 @@ class DocumentFollower:
 
     def _broken(self, origin: FileOrigin, digest: bytes, kind: str, message: str) -> TailBatch:
         """Report content that cannot be used, once: it is not read again until it changes."""
-        self._incomplete.pop(origin.path, None)
-        self._seen[origin.path] = digest
+        self._incomplete.pop(origin.location, None)
+        self._seen[origin.location] = digest
         self.state = dataclasses.replace(self.state, errors=self.state.errors + 1)
-        error = SourceError(self.run, self.source, kind, message, origin.path)
+        error = SourceError(origin.run, origin.source, kind, message, origin.location)
         return TailBatch([error], self.state)

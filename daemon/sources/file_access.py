@@ -18,6 +18,15 @@ from pathlib import Path
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
+# What a file looked like when last read to its end: (device, inode, size, mtime in ns). The
+# same signature later means nothing was written since, so the file need not even be opened.
+FileSignature = tuple[int, int, int, int]
+
+
+def signature_of(st: os.stat_result) -> FileSignature:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class SourceFault(Exception):
     """One source file cannot be read now; the rest of the run goes on.
 

@@ -28,7 +28,7 @@ from tunewatch.daemon.sources.metric_names import (
     out_of_range_step,
     split_step,
 )
-from tunewatch.daemon.sources.storable_text import storable_text
+from tunewatch.daemon.text import storable_text
 
 _CHECKPOINT_DIR = re.compile(r"checkpoint-\d+")
 

@@ -104,6 +104,17 @@ class FileWakeups:
         self._wds[path] = wd
         self._paths[wd] = path
 
+    def unwatch(self, path: Path) -> None:
+        """Stop watching `path` (the file was let go; a rescan or a directory watch finds it)."""
+        wd = self._wds.pop(path, None)
+        if wd is None or self._fd < 0 or self._libc is None:
+            return
+        self._paths.pop(wd, None)
+        self._libc.inotify_rm_watch(self._fd, wd)  # fails harmlessly if the file is gone
+
+    def watching(self) -> int:
+        return len(self._wds)
+
     def _read(self) -> None:
         try:
             data = os.read(self._fd, _READ_BYTES)

@@ -23,7 +23,7 @@ from tunewatch.daemon.sources.metric_names import (
     out_of_range_step,
     split_step,
 )
-from tunewatch.daemon.sources.storable_text import storable_text
+from tunewatch.daemon.text import storable_text
 
 _SNIPPET_CHARS = 200
 _UNUSABLE = object()  # a line that yields no record (blank, or already reported as an error)

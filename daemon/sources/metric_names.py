@@ -10,7 +10,7 @@ import functools
 import math
 from collections.abc import Mapping
 
-from tunewatch.daemon.sources.storable_text import storable_text
+from tunewatch.daemon.text import storable_text
 
 STEP = "step"
 

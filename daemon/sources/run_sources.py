@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -9,25 +10,37 @@ from tunewatch.daemon.config import Settings
 from tunewatch.daemon.sources.base import FileOrigin, LineParser
 from tunewatch.daemon.sources.discovery import TRAINER_STATE, SourceKind, SourceRules
 from tunewatch.daemon.sources.document import DocumentFollower
+from tunewatch.daemon.sources.file_access import FileSignature
 from tunewatch.daemon.sources.hf_trainer import TrainerStateParser
 from tunewatch.daemon.sources.jsonl import JsonlParser
 from tunewatch.daemon.sources.lightning_csv import LightningCsvParser
 from tunewatch.daemon.sources.status_file import StatusFileParser
 from tunewatch.daemon.sources.tailer import LogTailer
 from tunewatch.daemon.sources.text_regex import PRESETS, TextLogParser, TextPattern
-from tunewatch.daemon.store import FileState, valid_text
+from tunewatch.daemon.store import FileState
+from tunewatch.daemon.text import storable_text
 
 Follower = LogTailer | DocumentFollower
 
 
 @dataclass
 class RunSources:
-    """Everything followed inside one run directory."""
+    """Everything followed inside one run directory, and how lively the run is."""
 
     run_id: int
     name: str
     path: Path
     followers: dict[str, Follower] = field(default_factory=dict)
+    # Files read to their end and let go (no descriptor, no follower), with their signature
+    # then: while it is unchanged there is nothing to read.
+    resting: dict[Path, FileSignature] = field(default_factory=dict)
+    last_change: float = 0.0  # unix time (mtime) of the newest data read from the run
+    finished: bool = False  # the trainer said it is done (see FINISHED_STATUSES)
+    last_scan: float = -math.inf  # monotonic time of the last full scan of the directory
+
+    def active(self, now: float, window_s: float) -> bool:
+        """Training, as far as anyone can tell: not finished, and written within `window_s`."""
+        return not self.finished and now - self.last_change < window_s
 
     def relative(self, path: Path) -> PurePosixPath | None:
         try:
@@ -39,8 +52,8 @@ class RunSources:
         # Every trainer_state.json of a run (one per checkpoint) feeds one logical document, so
         # that each log_history entry is emitted once across checkpoints.
         if kind is SourceKind.TRAINER_STATE:
-            return valid_text(str(self.path / "**" / TRAINER_STATE))
-        return valid_text(str(path))
+            return storable_text(str(self.path / "**" / TRAINER_STATE))
+        return storable_text(str(path))
 
 
 def make_follower(
@@ -49,13 +62,12 @@ def make_follower(
     key = run.follower_key(kind, path)
     state = state or FileState(key=key, run_id=run.run_id, source=kind.value)
     rel = run.relative(path)
-    # Names as text the store and a terminal can hold; the real path is kept for opening.
-    source = valid_text(str(rel) if rel is not None else path.name)
+    source = str(rel) if rel is not None else path.name
     if kind is SourceKind.TRAINER_STATE:
         return DocumentFollower(run.name, TRAINER_STATE, TrainerStateParser, state)
     if kind is SourceKind.STATUS:
         return DocumentFollower(run.name, source, StatusFileParser, state)
-    origin = FileOrigin(run=run.name, source=source, path=valid_text(str(path)))
+    origin = FileOrigin(run=run.name, source=source, path=str(path))
     parser: LineParser
     if kind is SourceKind.JSONL:
         parser = JsonlParser(origin)
@@ -63,9 +75,7 @@ def make_follower(
         parser = LightningCsvParser(origin)
     else:
         parser = TextLogParser(origin, text_pattern(settings))
-    return LogTailer(
-        origin, parser, state, max_line_bytes=settings.sources.max_line_bytes, path=path
-    )
+    return LogTailer(origin, parser, state, max_line_bytes=settings.sources.max_line_bytes)
 
 
 def text_pattern(settings: Settings) -> TextPattern:

@@ -5,17 +5,21 @@ A file is identified by (device, inode) plus a fingerprint of its first bytes. R
 the offset) restart from the top; a line still being written is held until its newline arrives;
 an oversized line is reported and skipped. Positions are handed back as `FileState` and only
 become durable when the store commits them together with the events they produced.
+
+Each `read()` is one trip to a worker thread that does all of its system calls (stat, open,
+seek, read) and parses what it read: with one trip per call, as aiofiles makes, a line
+appended to a log cost about ten thread hand-offs, which dominated live ingest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
-import aiofiles
 import structlog
 
 from tunewatch.daemon.events import RunEvent, SourceError
@@ -38,41 +42,43 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class TailBatch:
-    """Events parsed from newly appended lines and the position to commit with them."""
+    """Events parsed from newly appended lines and the position to commit with them.
+
+    `at_end` says the read reached the end of the file as it was then: there is no need to
+    ask again until the file changes.
+    """
 
     events: list[RunEvent]
     state: FileState
+    at_end: bool = False
 
 
 class LogTailer:
     """Reads what was appended to one file since the committed position."""
 
     def __init__(
-        self,
-        origin: FileOrigin,
-        parser: LineParser,
-        state: FileState,
-        *,
-        max_line_bytes: int,
-        path: Path | None = None,
+        self, origin: FileOrigin, parser: LineParser, state: FileState, *, max_line_bytes: int
     ) -> None:
-        """`path` is the file to open when `origin.path` (text for people) cannot name it."""
         self.origin = origin
-        self.path = Path(origin.path) if path is None else path
+        self.path = Path(origin.path)
         self.parser = parser
         self.state = state
         self.max_line_bytes = max_line_bytes
         self.log = log.bind(run=origin.run, source=origin.source)
-        self._fh: Any = None  # aiofiles handle of the file being read
+        self._fh: BinaryIO | None = None  # the file being read (used in a worker thread only)
         self._identity: tuple[int, int] | None = None
         self._partial = b""  # bytes after `state.offset` read but not yet ended by a newline
         self._skipping = False  # inside an oversized line, discarding until its newline
         self._skip_rows = 0  # rows already delivered before a rewrite (see rewrite_keeps_rows)
         self._header_pending = False
+        self.last_stat: os.stat_result | None = None  # the file's stat at the last read
 
     async def close(self) -> None:
+        self.close_now()
+
+    def close_now(self) -> None:
         if self._fh is not None:
-            await self._fh.close()
+            self._fh.close()
             self._fh = None
             self._identity = None
 
@@ -85,43 +91,48 @@ class LogTailer:
 
         Raises `SourceFault` when the file cannot be read (permissions, not a regular file...).
         """
+        return await asyncio.to_thread(self.read_now, max_bytes)
+
+    def read_now(self, max_bytes: int = READ_CHUNK_BYTES) -> TailBatch | None:
+        """`read`, blocking: for a worker thread."""
         try:
-            return await self._read(max_bytes)
+            return self._read(max_bytes)
         except OSError as exc:
             raise fault_from_os_error(exc) from exc
 
-    async def _read(self, max_bytes: int) -> TailBatch | None:
+    def _read(self, max_bytes: int) -> TailBatch | None:
         fault: SourceFault | None = None
         try:
             st = stat_source(self.path)
         except SourceFault as exc:  # e.g. replaced by a directory: finish the old file first
             st, fault = None, exc
+        self.last_stat = st
         if self._fh is not None and (st is None or self._identity != (st.st_dev, st.st_ino)):
             # Renamed away (rotation) or deleted: finish the old file before anything else.
-            batch = await self._read_available(max_bytes)
+            batch = self._read_available(max_bytes)
             if batch is not None:
-                return batch
-            await self.close()
+                return dataclasses.replace(batch, at_end=False)
+            self.close_now()
         if fault is not None:
             raise fault
         if st is None:
             return None
         if self._fh is None:
-            if not await self._open():
+            if not self._open():
                 return None
         elif st.st_size < self.state.offset + len(self._partial):
-            await self._restart("truncated")
-        elif self.parser.rewrite_keeps_rows and not await self._fingerprint_matches():
-            await self._restart("rewritten")
-        return await self._read_available(max_bytes)
+            self._restart("truncated")
+        elif self.parser.rewrite_keeps_rows and not self._fingerprint_matches():
+            self._restart("rewritten")
+        return self._read_available(max_bytes)
 
-    async def _open(self) -> bool:
+    def _open(self) -> bool:
         """Open the file now at the path and seek to where reading resumes; False if it is gone."""
         try:
-            fd, st = await asyncio.to_thread(open_regular, self.path)
+            fd, st = open_regular(self.path)
         except FileNotFoundError:
             return False
-        self._fh = await aiofiles.open(fd, "rb")
+        self._fh = open(fd, "rb")  # noqa: SIM115 - held open across reads, closed by close_now
         self._identity = (st.st_dev, st.st_ino)
         self._partial = b""
         self._skipping = False
@@ -130,56 +141,60 @@ class LogTailer:
             self.state.offset
             and (same_inode or self.state.fingerprint)
             and st.st_size >= self.state.offset
-            and await self._fingerprint_matches()
+            and self._fingerprint_matches()
         ):
-            await self._resume_header()
-            await self._fh.seek(self.state.offset)
+            self._resume_header()
+            self._fh.seek(self.state.offset)
             return True
         if self.state.offset or self.state.line_no:
-            self.log.info("log file replaced, reading from the start", path=str(self.path))
+            self.log.info("log file replaced, reading from the start", path=self.origin.location)
         self._skip_rows = 0
         self.state = dataclasses.replace(
             self.state, dev=st.st_dev, ino=st.st_ino, fingerprint=b"", offset=0, line_no=0
         )
-        await self._fh.seek(0)
+        self._fh.seek(0)
         return True
 
-    async def _restart(self, why: str) -> None:
-        self.log.info(f"log file {why}, reading from the start", path=str(self.path))
+    def _restart(self, why: str) -> None:
+        assert self._fh is not None
+        self.log.info(f"log file {why}, reading from the start", path=self.origin.location)
         if self.parser.rewrite_keeps_rows:
             self._skip_rows = max(self.state.line_no - self.parser.header_lines, 0)
         self._partial = b""
         self._skipping = False
         self.state = dataclasses.replace(self.state, fingerprint=b"", offset=0, line_no=0)
-        await self._fh.seek(0)
+        self._fh.seek(0)
 
-    async def _fingerprint_matches(self) -> bool:
+    def _fingerprint_matches(self) -> bool:
+        assert self._fh is not None
         want = self.state.fingerprint
         if not want:
             return True
-        await self._fh.seek(0)
-        head = await self._fh.read(len(want))
-        await self._fh.seek(self.state.offset + len(self._partial))
+        self._fh.seek(0)
+        head = self._fh.read(len(want))
+        self._fh.seek(self.state.offset + len(self._partial))
         return bool(head == want)
 
-    async def _resume_header(self) -> None:
+    def _resume_header(self) -> None:
         """Re-feed header lines (a CSV header) to a fresh parser when resuming mid-file."""
+        assert self._fh is not None
         if not self.parser.header_lines:
             return
-        await self._fh.seek(0)
+        self._fh.seek(0)
         lines = []
         for _ in range(self.parser.header_lines):
-            line = await self._fh.readline()
+            line = self._fh.readline()
             lines.append(line.rstrip(b"\r\n"))
         self.parser.parse(lines, 1)
 
-    async def _read_available(self, max_bytes: int) -> TailBatch | None:
+    def _read_available(self, max_bytes: int) -> TailBatch | None:
         fh = self._fh
         if fh is None:
             return None
-        chunk = await fh.read(max_bytes)
+        chunk = fh.read(max_bytes)
         if not chunk:
             return None
+        at_end = len(chunk) < max_bytes
         events: list[RunEvent] = []
         offset = self.state.offset
         line_no = self.state.line_no
@@ -188,7 +203,7 @@ class LogTailer:
             newline = chunk.find(b"\n")
             if newline < 0:
                 self.state = dataclasses.replace(self.state, offset=offset + len(chunk))
-                return TailBatch([], self.state)
+                return TailBatch([], self.state, at_end)
             self._skipping = False
             chunk = chunk[newline + 1 :]
             offset += newline + 1
@@ -204,8 +219,8 @@ class LogTailer:
                 self._skipping = True
                 offset += len(data)
             self.state = dataclasses.replace(self.state, offset=offset, errors=errors)
-            await self._update_fingerprint()
-            return TailBatch(events, self.state)
+            self._update_fingerprint()
+            return TailBatch(events, self.state, at_end)
         # Split the chunk where it lies and prefix the held partial line to the first line:
         # joining them first would copy the whole chunk (a MiB) once more per read.
         lines = chunk.split(b"\n")
@@ -230,8 +245,8 @@ class LogTailer:
         events.extend(events_too_long)
         errors += sum(1 for e in events if type(e) is SourceError)
         self.state = dataclasses.replace(self.state, offset=offset, line_no=line_no, errors=errors)
-        await self._update_fingerprint()
-        return TailBatch(events, self.state)
+        self._update_fingerprint()
+        return TailBatch(events, self.state, at_end)
 
     def _parse_contained(self, lines: list[bytes], first_line_no: int) -> list[RunEvent]:
         """The parser's events; a parser that raises costs these lines, never the file."""
@@ -267,15 +282,15 @@ class LogTailer:
             return self.parser.parse(lines[start:], first_line_no + start)
         return self.parser.parse(lines, first_line_no)
 
-    async def _update_fingerprint(self) -> None:
+    def _update_fingerprint(self) -> None:
         if len(self.state.fingerprint) >= FINGERPRINT_BYTES or self._fh is None:
             return
         # The fingerprint grows with the file up to FINGERPRINT_BYTES, so it is read only while
         # the file is young.
         position = self.state.offset + len(self._partial)
-        await self._fh.seek(0)
-        head = await self._fh.read(min(self.state.offset, FINGERPRINT_BYTES))
-        await self._fh.seek(position)
+        self._fh.seek(0)
+        head = self._fh.read(min(self.state.offset, FINGERPRINT_BYTES))
+        self._fh.seek(position)
         self.state = dataclasses.replace(self.state, fingerprint=head)
 
     def _blank_long_lines(self, lines: list[bytes], first_line_no: int) -> list[RunEvent]:

@@ -32,7 +32,7 @@ from tunewatch.daemon.store import MetricPoint
 from tunewatch.plugins.anomaly.base import Finding, NewBest, Point
 from tunewatch.plugins.anomaly.config import AnomalyConfig
 from tunewatch.plugins.anomaly.gate import RunDetectors
-from tunewatch.plugins.anomaly.stall import StallCheck
+from tunewatch.plugins.anomaly.stall import TRAINING_STATUSES, StallCheck
 from tunewatch.plugins.anomaly.timeline import StepTimeline
 
 # Without an alert, state is saved at most this often; an alert always saves first.
@@ -269,16 +269,15 @@ class AnomalyPlugin:
         now = time.time() if now is None else now
         store = self.ctx.store
         published: list[Event] = []
+        newest = await store.call(store.store.newest_points)
         for run in await store.call(store.store.runs):
-            last = await store.call(store.store.last_point, run.id)
+            known = self.runs.get(run.name)
+            if run.status not in TRAINING_STATUSES and (known is None or known.stall is None):
+                continue  # cannot stall, and no stall to resolve: skip it (thousands of runs)
+            last_step, last_time = newest.get(run.id, (0, None))
             alive = _pid_alive(run.pid) if run.pid else None
             finding = self.stall.check(
-                now,
-                last.time if last else None,
-                run.status,
-                run.pid,
-                alive,
-                last_step=last.step if last else 0,
+                now, last_time, run.status, run.pid, alive, last_step=last_step
             )
             tracking = await self._tracking(run.name)
             event: Event | None = None
@@ -288,7 +287,7 @@ class AnomalyPlugin:
             elif finding is None and tracking.stall is not None:
                 metric, step = tracking.stall
                 tracking.stall = None
-                step = last.step if last else step
+                step = last_step or step
                 event = AnomalyResolved(run=run.name, step=step, kind="stall", metric=metric)
             if event is not None:
                 await self._save(run.name, tracking)  # before publishing, as for any alert

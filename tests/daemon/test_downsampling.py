@@ -33,7 +33,7 @@ async def test_points_older_than_the_setting_are_thinned_in_every_chunk(tmp_path
     await store.call(store.store.commit_batch, run_id, [*old, batch(10**6, 50, age_days=1)], None)
     settings = DaemonSettings(downsample_after_days=30, downsample_keep_every=10)
     assert await downsample_once(store, settings) == chunks
-    counted = await store.call(store.store.count_points, run_id)
+    counted = (await store.call(store.store.point_counts))[run_id]
     # Each old 50-point chunk keeps its every-10th points (0, 10, ... 40), its last point (49)
     # and the loss extremes (1.0 at 0, 7.0 at 6): 7 of 50. The recent chunk keeps all 50.
     assert counted == chunks * 7 + 50
@@ -46,5 +46,5 @@ async def test_zero_days_keeps_every_point(tmp_path: Path) -> None:
     run_id = await store.call(store.store.ensure_run, "/r", "run-a")
     await store.call(store.store.commit_batch, run_id, [batch(0, 50, age_days=400)], None)
     assert await downsample_once(store, DaemonSettings(downsample_after_days=0)) == 0
-    assert await store.call(store.store.count_points, run_id) == 50
+    assert (await store.call(store.store.point_counts))[run_id] == 50
     await store.close()

@@ -38,7 +38,7 @@ def metric(step: int, **values: float) -> MetricsLogged:
 def test_the_database_is_in_wal_mode_with_a_schema_version(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     store.close()
 
 
@@ -150,7 +150,7 @@ def test_history_records_run_and_plugin_events_with_summaries(tmp_path: Path) ->
     assert rows[2].row.severity == "critical"
     assert rows[2].row.run == "run-a"
     assert store.history(kinds=["resources"])[0].row.run is None
-    assert store.count_events(run_id, "source_error") == 1
+    assert store.event_counts("source_error")[run_id][0] == 1
     store.close()
 
 
@@ -162,7 +162,7 @@ def test_a_reader_sees_commits_while_the_writer_stays_open(tmp_path: Path) -> No
     writer.commit_batch(run_id, [metric(1)], None)
     assert [p.step for p in reader.metrics()] == [1]
     writer.commit_batch(run_id, [metric(2)], None)
-    assert reader.last_point(run_id).step == 2  # type: ignore[union-attr]
+    assert reader.newest_points()[run_id][0] == 2
     reader.close()
     writer.close()
 
@@ -228,10 +228,11 @@ def test_a_batch_is_stored_point_by_point_with_consecutive_seqs(tmp_path: Path) 
     assert points[1].metrics == {"loss": 1.0, "learning_rate": 1e-4}
     assert math.isnan(points[1501].metrics["loss"])
     assert points[3000].metrics["loss"] == -math.inf
-    assert store.count_points(run_id) == 3002
-    assert store.max_step(run_id) == 5000
-    assert store.latest_metric(run_id, "learning_rate").step == 3009  # type: ignore[union-attr]
-    assert store.last_point(run_id).seq == 3002  # type: ignore[union-attr]
+    assert store.point_counts()[run_id] == 3002
+    assert store.latest_values(["learning_rate"])[run_id]["learning_rate"].step == 3009
+    latest_loss = store.latest_values(["loss"])[run_id]["loss"]
+    assert (latest_loss.step, latest_loss.value) == (5000, 0.5)
+    assert store.newest_points()[run_id] == (5000, after.time)
     assert [p.seq for p in store.metrics(after_seq=3000)] == [3001, 3002]
     store.close()
 
@@ -267,8 +268,10 @@ def test_points_with_different_metrics_keep_exactly_their_own(tmp_path: Path) ->
         (3, 3, "[('grad_norm', nan)]"),
         (5, 4, "[('loss', 1.8)]"),
     ]
-    assert store.latest_metric(run_id, "eval_loss").step == 2  # type: ignore[union-attr]
-    assert store.latest_metric(run_id, "accuracy") is None
+    latest = store.latest_values(["eval_loss", "accuracy", "grad_norm"])[run_id]
+    assert latest["eval_loss"].step == 2
+    assert "accuracy" not in latest
+    assert math.isnan(latest["grad_norm"].value)  # a NaN survives (SQLite REAL would not)
     store.close()
 
 
@@ -303,7 +306,7 @@ def test_a_version_1_database_is_upgraded_without_losing_a_point(tmp_path: Path)
     old.executescript(_V1_CHUNKS)
     old.close()
     store = Store(path)
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == 3
     got = [(p.seq, p.step, p.time, repr(sorted(p.metrics.items()))) for p in store.metrics()]
     assert got == [
         (1, 10, 1.0, "[('loss', 2.5)]"),
@@ -312,6 +315,12 @@ def test_a_version_1_database_is_upgraded_without_losing_a_point(tmp_path: Path)
     ]
     tables = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master")}
     assert "metric_chunks_v1" not in tables and "chunks_by_run" in tables
+    # Version 3: the newest values are filled from the points already stored.
+    (run_id_v1,) = store.run_names()
+    loss = store.latest_values(["loss", "lr"])[run_id_v1]
+    assert (loss["loss"].step, loss["loss"].value) == (30, -math.inf)
+    assert loss["lr"].step == 20
+    assert store.newest_points()[run_id_v1] == (30, 3.0)
     run_id = store.ensure_run("/r", "run-a")
     new: list[RunEvent] = [metric(40), status("training", 40, "training_status.json")]
     store.commit_batch(run_id, new, None)
@@ -331,10 +340,9 @@ def test_only_old_chunks_are_thinned_and_each_only_once(tmp_path: Path) -> None:
     points = store.metrics()
     assert [p.step for p in points] == [*range(1, 1000, 100), 1000, 5000]
     assert [p.seq for p in points][-3:] == [901, 1000, 1001]
-    assert store.count_points(run_id) == 12
-    assert store.max_step(run_id) == 5000
+    assert store.point_counts()[run_id] == 12
     assert [p.seq for p in store.metrics(after_seq=950)] == [1000, 1001]
-    assert store.latest_metric(run_id, "loss").step == 5000  # type: ignore[union-attr]
+    assert store.latest_values(["loss"])[run_id]["loss"].step == 5000
     store.close()
 
 
@@ -351,7 +359,7 @@ def test_an_older_status_from_another_source_does_not_undo_a_newer_one(tmp_path:
     store.commit_batch(run_id, [status("training", 10, "trainer_state.json")], None)
     store.commit_batch(run_id, [status("training", 30, "trainer_state.json")], None)
     assert store.runs()[0].status == "completed"
-    assert store.count_events(run_id, "status") == 3  # still in the history
+    assert store.event_counts("status")[run_id][0] == 3  # still in the history
     # The status file itself going back in steps is news: the run was resumed.
     store.commit_batch(run_id, [status("training", 20, "training_status.json")], None)
     assert store.runs()[0].status == "training"
@@ -395,4 +403,15 @@ def test_a_full_database_records_nothing_and_recovers_once_there_is_room(
     assert [p.step for p in store.metrics()] == list(range(1, 2000))
     assert [p.seq for p in store.metrics()] == list(range(1, 2000))
     assert store.file_state("k").offset == 99_999  # type: ignore[union-attr]
+    store.close()
+
+
+def test_status_shows_the_step_a_resumed_run_is_at_not_the_highest_it_reached(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "state.db")
+    run_id = store.ensure_run("/r", "run-a")
+    store.commit_batch(run_id, [metric(s) for s in range(1, 41)], None)
+    store.commit_batch(run_id, [metric(s) for s in range(21, 36)], None)  # resumed from 20
+    assert store.newest_points()[run_id][0] == 35
     store.close()

@@ -161,7 +161,7 @@ async def test_a_log_replaced_by_a_directory_is_reported_and_read_again_when_it_
     await settle(h)
     (report,) = h.kinds(SourceUnreadable)
     assert isinstance(report, SourceUnreadable) and "directory" in report.message
-    assert h.watcher.faults
+    assert h.watcher.ingest.faults
     log.rmdir()
     append(log, line(2))
     h.watcher.on_change(log)
@@ -169,7 +169,7 @@ async def test_a_log_replaced_by_a_directory_is_reported_and_read_again_when_it_
     assert h.steps("bad") == [1, 2]
     await settle(h)
     assert len(h.kinds(SourceReadable)) == 1
-    assert not h.watcher.faults
+    assert not h.watcher.ingest.faults
 
 
 async def test_an_unreadable_file_is_retried_by_itself(h: Harness) -> None:
@@ -182,7 +182,7 @@ async def test_an_unreadable_file_is_retried_by_itself(h: Harness) -> None:
     runner = asyncio.create_task(h.watcher._process_loop(stop))
     await wait_until(lambda: h.steps("bad") == [3])
     runner.cancel()
-    assert not h.watcher.faults
+    assert not h.watcher.ingest.faults
 
 
 async def test_a_parser_that_raises_costs_its_lines_not_the_file(
@@ -228,8 +228,8 @@ async def test_a_full_store_loses_nothing_and_recording_resumes_by_itself(h: Har
     append(h.good / "train.jsonl", lines)
     h.watcher.on_change(h.good / "train.jsonl")
     drain = asyncio.create_task(h.watcher.drain())
-    await wait_until(lambda: h.watcher.recording_failure is not None)
-    failure = h.watcher.recording_failure
+    await wait_until(lambda: h.watcher.ingest.recording_failure is not None)
+    failure = h.watcher.ingest.recording_failure
     assert failure is not None and "database or disk is full" in failure.reason
     await settle(h)
     assert len(h.kinds(RecordingFailed)) == 1
@@ -238,7 +238,7 @@ async def test_a_full_store_loses_nothing_and_recording_resumes_by_itself(h: Har
     async with asyncio.timeout(10):
         await drain
     assert h.steps("good") == list(range(1, 200))
-    assert h.watcher.recording_failure is None
+    assert h.watcher.ingest.recording_failure is None
     await settle(h)
     assert len(h.kinds(RecordingResumed)) == 1
 
@@ -247,8 +247,9 @@ async def test_a_full_store_loses_nothing_and_recording_resumes_by_itself(h: Har
 
 _JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=8,
 )
 _GARBAGE = st.one_of(

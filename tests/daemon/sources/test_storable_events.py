@@ -28,9 +28,9 @@ from tunewatch.daemon.sources.hf_trainer import TrainerStateParser
 from tunewatch.daemon.sources.jsonl import JsonlParser
 from tunewatch.daemon.sources.lightning_csv import LightningCsvParser
 from tunewatch.daemon.sources.status_file import StatusFileParser
-from tunewatch.daemon.sources.storable_text import storable_text
 from tunewatch.daemon.sources.text_regex import PRESETS, TextLogParser
 from tunewatch.daemon.store import Store
+from tunewatch.daemon.text import storable_text
 
 # Any text, lone surrogates often included (hypothesis leaves them out unless asked, and rarely
 # draws them from a mixed alphabet).

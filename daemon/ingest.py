@@ -1,0 +1,423 @@
+"""Reads one source file's new data and records it, with every failure contained to that file.
+
+Each batch read is committed to the store together with the file's new position, and published
+on the bus only after that commit: a restart resumes exactly after the last batch. A file that
+cannot be read is reported once and retried with backoff; a store that refuses writes stops
+ingest without losing anything (positions do not advance) and is retried until it works.
+
+Followers cost a descriptor and memory, so only files written to lately stay open (at most
+`MAX_OPEN_FILES`); the others are let go once read to their end and remembered by their
+signature, which a later stat compares against before anything is opened again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from tunewatch.daemon.bus import EventBus
+from tunewatch.daemon.config import Settings
+from tunewatch.daemon.events import (
+    FINISHED_STATUSES,
+    MetricsEvent,
+    RecordingFailed,
+    RecordingResumed,
+    RunEvent,
+    SourceError,
+    SourceReadable,
+    SourceUnreadable,
+    StatusChanged,
+)
+from tunewatch.daemon.sources.discovery import SourceKind
+from tunewatch.daemon.sources.document import DocumentFollower
+from tunewatch.daemon.sources.file_access import SourceFault, signature_of
+from tunewatch.daemon.sources.inotify import FileWakeups
+from tunewatch.daemon.sources.run_sources import Follower, RunSources, make_follower
+from tunewatch.daemon.sources.tailer import LogTailer, TailBatch
+from tunewatch.daemon.store import AsyncStore, FileState, StoreFailure
+from tunewatch.daemon.text import storable_text
+
+log = structlog.get_logger(__name__)
+
+# Source errors logged per file before the rest are only counted (`tunewatch status` shows all).
+LOGGED_ERRORS_PER_FILE = 10
+# A document caught mid-write is read again after this delay even if no new change arrives.
+DOCUMENT_RETRY_S = 0.25
+# An unreadable file is tried again after 1 s, then 2, 4... up to this (a change to it, or a
+# rescan, tries it sooner).
+SOURCE_RETRY_MAX_S = 300.0
+# While the store refuses writes, ingest tries again after 1 s, then 2, 4... up to this.
+STORE_RETRY_MAX_S = 60.0
+# A file not written for this long is closed (and reopened when it changes).
+IDLE_CLOSE_S = 300.0
+# A run not written for this long (or finished) gets no watches: the slow rescan covers it.
+ACTIVE_WINDOW_S = 6 * 3600.0
+# Files kept open at most, the most recently written first; far below systemd's default
+# soft limit of 1,024 descriptors.
+MAX_OPEN_FILES = 256
+
+Mark = Callable[[RunSources, SourceKind, Path], None]
+
+
+@dataclass
+class FileFault:
+    """Why one source file is not being read, since when, and when it is tried again."""
+
+    kind: str
+    message: str
+    since: float  # unix time
+    attempts: int = 1
+    recorded: bool = False  # its SourceUnreadable is in the store
+    retry: asyncio.TimerHandle | None = None
+
+    def retry_delay_s(self) -> float:
+        return float(min(2 ** (self.attempts - 1), SOURCE_RETRY_MAX_S))
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingFailure:
+    """The store refuses writes: why, and since when."""
+
+    reason: str
+    since: float  # unix time
+
+
+class Ingest:
+    """Reads, records and publishes what is new in source files, one file at a time."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: AsyncStore,
+        bus: EventBus,
+        wakeups: FileWakeups,
+        mark: Mark,
+        *,
+        retry_store: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.bus = bus
+        self.wakeups = wakeups
+        self.mark = mark
+        self.batches_committed = 0
+        # Path (as text) -> why that file is not being read now.
+        self.faults: dict[str, FileFault] = {}
+        # Set while the store refuses writes; `retry_store=False` (`run --once`) gives up instead.
+        self.recording_failure: RecordingFailure | None = None
+        self.retry_store = retry_store
+        # Set when a fault or a store failure starts or ends, so STATUS= follows at once.
+        self.health_changed = asyncio.Event()
+        # Set once the start-up catch-up is over: data read after it is news.
+        self.live = False
+        # Set when a run that was not active gets new data (the watcher then watches it).
+        self.became_active = asyncio.Event()
+        # While catching up, the stored positions of every file, loaded in one query.
+        self.known_states: dict[str, FileState] | None = None
+        self._store_attempts = 0
+        self._store_retry_at = 0.0  # monotonic time of the next attempt while the store fails
+        self._reading: tuple[Path, float] | None = None  # the read in flight, since (monotonic)
+        self._errors_logged: Counter[tuple[str, str]] = Counter()
+        self._open: OrderedDict[tuple[Path, str], RunSources] = OrderedDict()
+
+    # -- one file -------------------------------------------------------------------------------
+
+    async def process(self, run: RunSources, kind: SourceKind, path: Path) -> None:
+        """Read what is new in one file and record it; a failure is contained to this file.
+
+        Raises `StoreFailure` (nothing of the file was recorded) for the caller to retry.
+        """
+        key = run.follower_key(kind, path)
+        if key not in run.followers and self._resting_unchanged(run, path):
+            return
+        where = storable_text(str(path))
+        fault = self.faults.get(where)
+        try:
+            await self._ingest(run, kind, path, key)
+        except StoreFailure:
+            await self.retire(run, key, remember=False)  # back to the committed position
+            raise
+        except SourceFault as exc:
+            await self.retire(run, key, remember=False)
+            await self._file_fault(run, kind, path, exc.kind, exc.message)
+        except Exception as exc:  # a bug, or something no test foresaw: this file only
+            if fault is None or fault.kind != "internal_error":
+                log.exception(
+                    "reading a source failed", run=run.name, path=storable_text(str(path))
+                )
+            await self.retire(run, key, remember=False)
+            message = f"{type(exc).__name__}: {exc}"
+            await self._file_fault(run, kind, path, "internal_error", message)
+        else:
+            if fault is not None:
+                await self._file_readable(run, path, fault)
+            await self._keep_or_retire(run, key)
+
+    def _resting_unchanged(self, run: RunSources, path: Path) -> bool:
+        signature = run.resting.get(path)
+        if signature is None:
+            return False
+        try:
+            unchanged = signature_of(os.stat(path)) == signature
+        except OSError:
+            unchanged = False
+        if not unchanged:
+            del run.resting[path]
+        return unchanged
+
+    async def _ingest(self, run: RunSources, kind: SourceKind, path: Path, key: str) -> None:
+        follower = run.followers.get(key)
+        if follower is None:
+            follower = make_follower(run, kind, path, await self._state(key), self.settings)
+            run.followers[key] = follower
+        if isinstance(follower, DocumentFollower):
+            self._reading = (path, time.monotonic())
+            try:
+                batch = await follower.read(path)
+            finally:
+                self._reading = None
+            if batch is not None:
+                self._publish(await self._record(run, batch.events, batch.state))
+                self._touch(run, time.time())
+            if follower.wants_retry():
+                asyncio.get_running_loop().call_later(DOCUMENT_RETRY_S, self.mark, run, kind, path)
+            return
+        await self._ingest_log(run, follower)
+
+    async def _state(self, key: str) -> FileState | None:
+        if self.known_states is not None:
+            return self.known_states.pop(key, None)
+        return await self.store.call(self.store.store.file_state, key)
+
+    async def _ingest_log(self, run: RunSources, follower: LogTailer) -> None:
+        # Parse the next batch while the store thread commits the previous one (SQLite releases
+        # the GIL while it writes); events are still published only after their commit.
+        in_flight: asyncio.Future[Sequence[RunEvent]] | None = None
+        try:
+            while (batch := await self._read_log(follower)) is not None:
+                if in_flight is not None:
+                    self._publish(await in_flight)
+                in_flight = asyncio.ensure_future(self._record(run, batch.events, batch.state))
+                if follower.last_stat is not None:
+                    self._touch(run, follower.last_stat.st_mtime)
+                if batch.at_end:
+                    break
+        finally:
+            # Even when reading failed, what was committed is published.
+            if in_flight is not None:
+                self._publish(await in_flight)
+
+    def _touch(self, run: RunSources, written: float) -> None:
+        """`run` got data written at `written` (unix time)."""
+        now = time.time()
+        was_active = run.active(now, ACTIVE_WINDOW_S)
+        run.last_change = max(run.last_change, written)
+        if not was_active and run.active(now, ACTIVE_WINDOW_S):
+            self.became_active.set()
+
+    async def _read_log(self, follower: LogTailer) -> TailBatch | None:
+        self._reading = (follower.path, time.monotonic())
+        try:
+            return await follower.read()
+        finally:
+            self._reading = None
+
+    def stuck_read(self) -> tuple[str, float] | None:
+        """(path, seconds) of a file read that has not come back yet, if one is in flight."""
+        if self._reading is None:
+            return None
+        path, since = self._reading
+        return storable_text(str(path)), time.monotonic() - since
+
+    async def _record(
+        self, run: RunSources, events: Sequence[RunEvent], state: FileState | None
+    ) -> Sequence[RunEvent]:
+        """Commit events (and the file position after them); returns what was recorded."""
+        recorded = await self.store.commit(run.run_id, events, state)
+        if self.recording_failure is not None:
+            self._recording_resumed()
+        _follow_status(run, recorded, live=self.live)
+        return recorded
+
+    def _publish(self, events: Sequence[RunEvent]) -> None:
+        self.batches_committed += 1
+        self._log_errors(events)
+        self.bus.publish_many(events)
+
+    # -- which files stay open ------------------------------------------------------------------
+
+    async def _keep_or_retire(self, run: RunSources, key: str) -> None:
+        follower = run.followers.get(key)
+        if follower is None:
+            return
+        if not self.keeps_open(run, follower):
+            await self.retire(run, key)
+            return
+        if isinstance(follower, LogTailer) and follower.is_open:
+            self.wakeups.watch(follower.path)
+            self._open[(run.path, key)] = run
+            self._open.move_to_end((run.path, key))
+            while len(self._open) > MAX_OPEN_FILES:
+                (_path, oldest), oldest_run = self._open.popitem(last=False)
+                await self.retire(oldest_run, oldest)
+
+    def keeps_open(self, run: RunSources, follower: Follower) -> bool:
+        """Whether `follower` is worth its descriptor and memory: its run is active and it
+        was written to lately."""
+        now = time.time()
+        if not run.active(now, ACTIVE_WINDOW_S):
+            return False
+        if isinstance(follower, LogTailer):
+            st = follower.last_stat
+            return st is not None and now - st.st_mtime < IDLE_CLOSE_S
+        return True
+
+    async def retire(self, run: RunSources, key: str, *, remember: bool = True) -> None:
+        """Let a follower go: close its file; with `remember`, rest it by its signature."""
+        follower = run.followers.pop(key, None)
+        self._open.pop((run.path, key), None)
+        if isinstance(follower, LogTailer):
+            self.wakeups.unwatch(follower.path)
+            if remember and follower.last_stat is not None:
+                run.resting[follower.path] = signature_of(follower.last_stat)
+            with contextlib.suppress(OSError):
+                await follower.close()
+        elif isinstance(follower, DocumentFollower) and remember:
+            run.resting.update(follower.signatures)
+
+    async def retire_idle(self, runs: Sequence[RunSources]) -> None:
+        """Let go of every follower that is no longer worth keeping."""
+        for run in runs:
+            for key, follower in list(run.followers.items()):
+                if not self.keeps_open(run, follower):
+                    await self.retire(run, key)
+
+    async def close_all(self, runs: Sequence[RunSources]) -> None:
+        """Close every followed file (reading resumes from the store's positions)."""
+        for run in runs:
+            for key in list(run.followers):
+                await self.retire(run, key, remember=False)
+            run.resting.clear()
+
+    def open_files(self) -> int:
+        return len(self._open)
+
+    # -- faults -----------------------------------------------------------------------------------
+
+    async def _file_fault(
+        self, run: RunSources, kind: SourceKind, path: Path, fault_kind: str, message: str
+    ) -> None:
+        """Remember why `path` is not read, say it once, and try it again with backoff."""
+        where = storable_text(str(path))
+        fault = self.faults.get(where)
+        if fault is not None and fault.kind == fault_kind:
+            fault.attempts += 1
+        else:
+            if fault is not None and fault.retry is not None:
+                fault.retry.cancel()
+            fault = FileFault(fault_kind, message, time.time())
+            self.faults[where] = fault
+            self.health_changed.set()
+            log.warning(
+                "cannot read a source; the other files go on, this one is retried",
+                run=run.name,
+                path=where,
+                kind=fault_kind,
+                reason=message,
+            )
+        if fault.retry is not None:
+            fault.retry.cancel()
+        fault.retry = asyncio.get_running_loop().call_later(
+            fault.retry_delay_s(), self.mark, run, kind, path
+        )
+        if not fault.recorded:
+            event = SourceUnreadable(run.name, _source_name(run, path), fault_kind, message, where)
+            self._publish(await self._record(run, [event], None))
+            fault.recorded = True
+
+    async def _file_readable(self, run: RunSources, path: Path, fault: FileFault) -> None:
+        where = storable_text(str(path))
+        del self.faults[where]
+        self.health_changed.set()
+        if fault.retry is not None:
+            fault.retry.cancel()
+        log.info("source readable again", run=run.name, path=where)
+        event = SourceReadable(run.name, _source_name(run, path), where, time.time() - fault.since)
+        self._publish(await self._record(run, [event], None))
+
+    async def wait_for_store(self, reason: str) -> None:
+        """The store refused a write: say so once, then wait until the next attempt is due.
+
+        Every reader that met the failure waits for the same next attempt.
+        """
+        if not self.retry_store:
+            raise StoreFailure(reason)
+        now = time.monotonic()
+        if self.recording_failure is None:
+            self.recording_failure = RecordingFailure(reason, time.time())
+            self.health_changed.set()
+            self._store_attempts = 0
+            self._store_retry_at = now
+            log.error(
+                "cannot record: nothing is lost, reading resumes when the store takes writes",
+                reason=reason,
+            )
+            self.bus.publish(RecordingFailed(reason, self.recording_failure.since))
+        if now >= self._store_retry_at:
+            self._store_attempts += 1
+            delay = min(2.0 ** (self._store_attempts - 1), STORE_RETRY_MAX_S)
+            self._store_retry_at = now + delay
+        await asyncio.sleep(self._store_retry_at - now)
+
+    def _recording_resumed(self) -> None:
+        failure = self.recording_failure
+        assert failure is not None
+        self.recording_failure = None
+        self.health_changed.set()
+        log.info("recording again", stopped_for_s=round(time.time() - failure.since, 1))
+        self.bus.publish(RecordingResumed(failure.reason, failure.since))
+
+    def _log_errors(self, events: Sequence[RunEvent]) -> None:
+        for event in events:
+            if not isinstance(event, SourceError):
+                continue
+            key = (event.run, event.source)
+            self._errors_logged[key] += 1
+            count = self._errors_logged[key]
+            if count <= LOGGED_ERRORS_PER_FILE:
+                log.warning(
+                    "skipped bad input",
+                    run=event.run,
+                    source=event.source,
+                    kind=event.kind,
+                    location=event.location,
+                    message=event.message,
+                )
+            if count == LOGGED_ERRORS_PER_FILE:
+                log.warning(
+                    "further errors in this file are counted, not logged; see `tunewatch status`",
+                    run=event.run,
+                    source=event.source,
+                )
+
+
+def _follow_status(run: RunSources, events: Sequence[RunEvent], *, live: bool) -> None:
+    """Keep `run.finished` current: a status says so; metrics logged live say it is not."""
+    statuses = [e.status for e in events if type(e) is StatusChanged]
+    if statuses:
+        run.finished = statuses[-1] in FINISHED_STATUSES
+    elif live and run.finished and any(isinstance(e, MetricsEvent) for e in events):
+        run.finished = False  # resumed without a status of its own
+
+
+def _source_name(run: RunSources, path: Path) -> str:
+    rel = run.relative(path)
+    return storable_text(str(rel) if rel is not None else path.name)
