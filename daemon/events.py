@@ -185,6 +185,18 @@ class SourceReadable(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class CaughtUp(Event):
+    """Everything written while tunewatch was not watching has been read and published.
+
+    Events about points up to `last_seq` describe the past (a finished run, hours of history
+    read at start), not what is happening now: a plugin reports them without pushing alerts.
+    """
+
+    last_seq: int
+    time: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
 class RecordingFailed(Event):
     """The state database refuses writes (disk full, I/O error): nothing is being recorded.
 
@@ -248,12 +260,16 @@ class AnomalyResolved(Event):
 
 @dataclass(frozen=True, slots=True)
 class BestModelFound(Event):
+    """A new best model. `historical` when it was found in what was read at start-up (see
+    `CaughtUp`): worth recording and snapshotting if its checkpoint exists, not worth a push."""
+
     run: str
     step: int
     metric: str
     value: float
     checkpoint: str | None
     time: float = field(default_factory=_now)
+    historical: bool = False
 
 
 @dataclass(frozen=True, slots=True)

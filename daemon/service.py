@@ -133,7 +133,10 @@ class Daemon:
                 startup.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await startup
-            if not caught_up or self.once:
+            if not caught_up:
+                return 0
+            bus.publish(ev.CaughtUp(await store.call(store.store.last_seq)))
+            if self.once:
                 return 0
             self.notifier.ready()
             interval = self.notifier.watchdog_interval_s()

@@ -278,6 +278,10 @@ class Store:
         ).fetchone()
         return int(row[0] or 0)
 
+    def last_seq(self) -> int:
+        """The seq of the newest recorded event or point (0 when nothing is recorded)."""
+        return self._next_seq - 1
+
     def close(self) -> None:
         self.db.close()
 
