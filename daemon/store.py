@@ -697,6 +697,21 @@ class Store:
             for seq, t, rid, kind, sev, summary, d in self.db.execute(sql, args)
         ]
 
+    def newest_point_seqs(self) -> dict[int, int]:
+        """Run id -> seq of its newest recorded point: who has points after a saved position."""
+        rows = self.db.execute("SELECT run_id, max(last_seq) FROM metric_chunks GROUP BY run_id")
+        return {run_id: int(seq) for run_id, seq in rows}
+
+    def plugin_values(self, plugin: str, prefix: str) -> dict[str, str]:
+        """Key -> value of `plugin`'s state under the keys that start with `prefix` (not empty)."""
+        # A key range, so the primary key's index finds them; UTF-8 sorts by code point.
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        rows = self.db.execute(
+            "SELECT key, value FROM plugin_state WHERE plugin = ? AND key >= ? AND key < ?",
+            (plugin, prefix, end),
+        )
+        return {str(key): str(value) for key, value in rows}
+
 
 def _raise_missing(path: Path) -> None:
     """Why there is no database at `path`: not created yet, or a directory that cannot be."""

@@ -2,17 +2,17 @@
 
 Detector state and the position in the store's metric log are persisted per run, so a restart
 neither re-alerts nor forgets: points recorded while the plugin was down are replayed from the
-store, and the state is saved before any alert is published.
+store, and the state is saved before any alert is published. Only the runs fed last are kept in
+memory; the others wait in the store until their next point.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from itertools import groupby
 from operator import attrgetter
 from typing import Any, ClassVar
@@ -23,17 +23,25 @@ from tunewatch.daemon.events import (
     AnomalyDetected,
     AnomalyResolved,
     BestModelFound,
+    CaughtUp,
     Event,
     MetricsEvent,
     MetricsLogged,
 )
 from tunewatch.daemon.plugin import PluginContext
-from tunewatch.daemon.store import MetricPoint
+from tunewatch.daemon.store import MetricPoint, Store
 from tunewatch.plugins.anomaly.base import Finding, NewBest, Point
 from tunewatch.plugins.anomaly.config import AnomalyConfig
 from tunewatch.plugins.anomaly.gate import RunDetectors
 from tunewatch.plugins.anomaly.stall import TRAINING_STATUSES, StallCheck
-from tunewatch.plugins.anomaly.timeline import StepTimeline
+from tunewatch.plugins.anomaly.tracking import (
+    POSITION_PREFIX,
+    STATE_PREFIX,
+    RunTracking,
+    SavedPosition,
+    restore_tracking,
+    saved_cursor,
+)
 
 # Without an alert, state is saved at most this often; an alert always saves first.
 SAVE_INTERVAL_S = 5.0
@@ -43,17 +51,10 @@ REPLAY_PAGE = 2_000
 # this the bus drops events and the plugin reads the points from the store instead, so memory
 # stays bounded (a batch holds up to ~5,000 points) and no point is skipped.
 QUEUE_EVENTS = 32
-
-
-@dataclass
-class _RunTracking:
-    detectors: RunDetectors
-    cursor: int = 0  # seq of the last point fed to the detectors
-    dirty: bool = False
-    stall: tuple[str, int] | None = None  # (metric, step) of an active stall alert
-    last_train_best_time: float = 0.0
-    # Which values are new: copies from a second source are judged once, a resume again.
-    timeline: StepTimeline = field(default_factory=StepTimeline)
+# Run trackers kept in memory, the most recently fed (about 20 kB each): ten thousand finished
+# runs would otherwise hold 200 MB for nothing. Another run's tracker is loaded from its saved
+# state when its next point comes (about a millisecond); the one it replaces is saved first.
+MAX_TRACKED_RUNS = 128
 
 
 class AnomalyPlugin:
@@ -65,12 +66,21 @@ class AnomalyPlugin:
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx
         self.config: AnomalyConfig = ctx.config
-        self.runs: dict[str, _RunTracking] = {}
+        # The trackers in memory, least recently used first. Held with `_feeding` only, so that
+        # none is evicted while another coroutine is still changing it.
+        self.runs: OrderedDict[str, RunTracking] = OrderedDict()
         self.stall = StallCheck(self.config)
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubscribe: list[Any] = []
-        self._last_save = 0.0
-        # Points reach the detectors one at a time, in seq order, from the bus or the store.
+        # Runs with an active stall alert, in memory or not: of the runs that are not training,
+        # the stall check loads only these (to resolve it).
+        self._stalled: set[str] = set()
+        # Runs without a saved position (new, or saved by an older version): whether they hold
+        # a stall alert is known only once they are loaded.
+        self._unindexed: set[str] = set()
+        # Points up to this seq were read at start-up (see CaughtUp); None until it comes.
+        self._history_end: int | None = None
+        # Points and stall checks reach the trackers one at a time, points in seq order.
         self._feeding = asyncio.Lock()
         self._replay_wanted = False
         self._replay_task: asyncio.Task[None] | None = None
@@ -89,6 +99,9 @@ class AnomalyPlugin:
                 overflow="drop_newest",
                 on_drop=self._on_dropped,
             )
+        )
+        self._unsubscribe.append(
+            self.ctx.bus.subscribe(CaughtUp, self._on_caught_up, name="anomaly:caught-up")
         )
         await self.replay()
         self._tasks.append(asyncio.create_task(self._stall_loop(), name="anomaly-stall"))
@@ -113,60 +126,83 @@ class AnomalyPlugin:
         # stop in the middle of a long catch-up still ends in time (the rest waits for a start).
         await self.replay(deadline=time.monotonic() + self.ctx.settings.daemon.drain_timeout_s)
 
-    # -- state ----------------------------------------------------------------------------------
+    # -- state (hold `_feeding`) ----------------------------------------------------------------
 
-    async def _tracking(self, run: str) -> _RunTracking:
+    async def _tracking(self, run: str) -> RunTracking:
+        """The run's tracker, loaded from the store when it is not in memory."""
         tracking = self.runs.get(run)
         if tracking is not None:
+            self.runs.move_to_end(run)
             return tracking
-        tracking = _RunTracking(RunDetectors(self.config))
-        saved = await self.ctx.store.call(self.ctx.store.store.plugin_get, self.name, f"run:{run}")
-        if saved:
-            try:
-                data = json.loads(saved)
-                tracking.detectors.restore(data["detectors"])
-                tracking.cursor = int(data["cursor"])
-                stall = data.get("stall")
-                tracking.stall = (str(stall[0]), int(stall[1])) if stall else None
-                tracking.last_train_best_time = float(data.get("last_train_best_time", 0.0))
-                # A state saved before segments kept only a newest step per metric, which may be
-                # the very bogus step that hid every later value: it is not trusted, and the
-                # timeline starts afresh at the saved cursor.
-                if "timeline" in data:
-                    tracking.timeline.restore(data["timeline"])
-            except (ValueError, KeyError, TypeError) as exc:
-                # An old or damaged state: start the detectors afresh, but keep the position so
-                # that history is not replayed into a burst of stale alerts.
-                self.ctx.log.warning(
-                    "detector state not restored; starting fresh", run=run, error=str(exc)
-                )
-                tracking = _RunTracking(RunDetectors(self.config), _saved_cursor(saved))
+        tracking = await self._load(run)
+        if run in self._unindexed:
+            self._unindexed.discard(run)
+            tracking.dirty = True  # saved again, this time with its position
+        self._note_stall(run, tracking.stall is not None)
         self.runs[run] = tracking
+        await self._evict()
         return tracking
 
-    async def _save(self, run: str, tracking: _RunTracking) -> None:
-        data = json.dumps(
-            {
-                "cursor": tracking.cursor,
-                "detectors": tracking.detectors.state(),
-                "stall": list(tracking.stall) if tracking.stall else None,
-                "last_train_best_time": tracking.last_train_best_time,
-                "timeline": tracking.timeline.state(),
-            }
-        )
-        await self.ctx.store.call(self.ctx.store.store.plugin_put, self.name, f"run:{run}", data)
-        tracking.dirty = False
+    async def _load(self, run: str) -> RunTracking:
+        store = self.ctx.store
+        saved = await store.call(store.store.plugin_get, self.name, STATE_PREFIX + run)
+        if not saved:
+            return RunTracking(RunDetectors(self.config))
+        try:
+            return restore_tracking(self.config, saved)
+        except (ValueError, KeyError, TypeError) as exc:
+            # An old or damaged state: start the detectors afresh, but keep the position so
+            # that history is not replayed into a burst of stale alerts.
+            self.ctx.log.warning(
+                "detector state not restored; starting fresh", run=run, error=str(exc)
+            )
+            return RunTracking(RunDetectors(self.config), saved_cursor(saved))
 
-    async def save_all(self) -> None:
-        for run, tracking in self.runs.items():
+    async def _evict(self) -> None:
+        while len(self.runs) > MAX_TRACKED_RUNS:
+            run, tracking = next(iter(self.runs.items()))
             if tracking.dirty:
                 await self._save(run, tracking)
-        self._last_save = time.monotonic()
+            del self.runs[run]
+
+    async def _save(self, run: str, tracking: RunTracking) -> None:
+        store = self.ctx.store
+        await store.call(
+            _put_state, store.store, self.name, run, tracking.state_json(), tracking.position()
+        )
+        tracking.dirty = False
+        self._unindexed.discard(run)
+
+    def _note_stall(self, run: str, stalled: bool) -> None:
+        if stalled:
+            self._stalled.add(run)
+        else:
+            self._stalled.discard(run)
+
+    async def save_all(self) -> None:
+        async with self._feeding:
+            await self._save_dirty()
+
+    async def _save_dirty(self) -> None:
+        for run, tracking in list(self.runs.items()):
+            if tracking.dirty:
+                await self._save(run, tracking)
 
     async def _save_loop(self) -> None:
         while True:
             await asyncio.sleep(SAVE_INTERVAL_S)
             await self.save_all()
+
+    async def _saved_positions(self) -> dict[str, SavedPosition]:
+        """Each run's saved position; a damaged one is left out (its run loads the old way)."""
+        store = self.ctx.store
+        texts = await store.call(store.store.plugin_values, self.name, POSITION_PREFIX)
+        positions: dict[str, SavedPosition] = {}
+        for key, text in texts.items():
+            position = SavedPosition.parse(text)
+            if position is not None:
+                positions[key.removeprefix(POSITION_PREFIX)] = position
+        return positions
 
     # -- points ---------------------------------------------------------------------------------
 
@@ -174,17 +210,39 @@ class AnomalyPlugin:
         """Feed the points recorded after each run's saved cursor (e.g. while tunewatch was off),
         all of them, or those judged by `deadline` (monotonic seconds)."""
         async with self._feeding:
-            runs = await self.ctx.store.call(self.ctx.store.store.runs)
-            for run in runs:
-                tracking = await self._tracking(run.name)
+            store = self.ctx.store
+            for run_id, run in await self._runs_behind():
+                tracking = await self._tracking(run)
                 while deadline is None or time.monotonic() < deadline:
-                    points: list[MetricPoint] = await self.ctx.store.call(
-                        self.ctx.store.store.metrics, run.id, tracking.cursor, None, REPLAY_PAGE
+                    points: list[MetricPoint] = await store.call(
+                        store.store.metrics, run_id, tracking.cursor, None, REPLAY_PAGE
                     )
-                    await self._feed(run.name, ((p.seq, p.source, _point(p)) for p in points))
+                    await self._feed(run, ((p.seq, p.source, _point(p)) for p in points))
                     if len(points) < REPLAY_PAGE:
                         break
-            await self.save_all()
+            await self._save_dirty()
+
+    async def _runs_behind(self) -> list[tuple[int, str]]:
+        """(id, name) of the runs with points after their cursor, found in three queries:
+        ten thousand finished runs are not loaded one by one to learn that none is behind."""
+        store = self.ctx.store
+        names = await store.call(store.store.run_names)
+        newest = await store.call(store.store.newest_point_seqs)
+        positions = await self._saved_positions()
+        self._unindexed = {r for r in names.values() if r not in positions and r not in self.runs}
+        behind = []
+        for run_id, run in sorted(names.items()):
+            tracking, position = self.runs.get(run), positions.get(run)
+            if tracking is not None:
+                cursor = tracking.cursor
+            elif position is not None:
+                cursor = position.cursor
+                self._note_stall(run, position.stalled)
+            else:
+                cursor = -1  # no position: its cursor is inside its state, if it has one
+            if newest.get(run_id, -1) > cursor:
+                behind.append((run_id, run))
+        return behind
 
     def _on_dropped(self) -> None:
         # Events are published after their commit, so every dropped point is in the store. The
@@ -213,7 +271,7 @@ class AnomalyPlugin:
         """
         tracking = await self._tracking(run)
         events: list[Event] = []
-        bests: dict[str, tuple[NewBest, float]] = {}
+        bests: dict[str, tuple[NewBest, float, int]] = {}
         for seq, source, point in points:
             if seq and seq <= tracking.cursor:
                 continue  # already seen (replayed, or recorded before a restart)
@@ -229,8 +287,8 @@ class AnomalyPlugin:
                 for r in verdict.recoveries
             )
             if verdict.new_best is not None:
-                bests[verdict.new_best.metric] = (verdict.new_best, fresh.time)
-        for best, when in bests.values():
+                bests[verdict.new_best.metric] = (verdict.new_best, fresh.time, seq)
+        for best, when, seq in bests.values():
             if self._announce_best(best.metric, tracking, when):
                 events.append(
                     BestModelFound(
@@ -239,6 +297,7 @@ class AnomalyPlugin:
                         metric=best.metric,
                         value=best.value,
                         checkpoint=None,
+                        historical=self._from_history(seq),
                     )
                 )
         if not events:
@@ -247,7 +306,7 @@ class AnomalyPlugin:
         await self._save(run, tracking)
         self.ctx.bus.publish_many(events)
 
-    def _announce_best(self, metric: str, tracking: _RunTracking, now: float) -> bool:
+    def _announce_best(self, metric: str, tracking: RunTracking, now: float) -> bool:
         if metric.startswith("eval"):
             return True
         # A train-loss best comes at nearly every step early in a run: announce it (and so
@@ -256,6 +315,15 @@ class AnomalyPlugin:
             return False
         tracking.last_train_best_time = now
         return True
+
+    def _on_caught_up(self, event: CaughtUp) -> None:
+        self._history_end = event.last_seq
+
+    def _from_history(self, seq: int) -> bool:
+        """Whether the point `seq` was read at start-up: a best found there is not news."""
+        if self._history_end is None:
+            return True  # the start-up catch-up is not over: whatever it fed is history
+        return 0 < seq <= self._history_end
 
     # -- stalls ---------------------------------------------------------------------------------
 
@@ -270,41 +338,53 @@ class AnomalyPlugin:
         store = self.ctx.store
         published: list[Event] = []
         newest = await store.call(store.store.newest_points)
-        for run in await store.call(store.store.runs):
-            known = self.runs.get(run.name)
-            if run.status not in TRAINING_STATUSES and (known is None or known.stall is None):
-                continue  # cannot stall, and no stall to resolve: skip it (thousands of runs)
-            last_step, last_time = newest.get(run.id, (0, None))
-            alive = _pid_alive(run.pid) if run.pid else None
-            finding = self.stall.check(
-                now, last_time, run.status, run.pid, alive, last_step=last_step
-            )
-            tracking = await self._tracking(run.name)
-            event: Event | None = None
-            if finding is not None and tracking.stall is None:
-                tracking.stall = (finding.metric, finding.step)
-                event = _anomaly(run.name, finding)
-            elif finding is None and tracking.stall is not None:
-                metric, step = tracking.stall
-                tracking.stall = None
-                step = last_step or step
-                event = AnomalyResolved(run=run.name, step=step, kind="stall", metric=metric)
-            if event is not None:
-                await self._save(run.name, tracking)  # before publishing, as for any alert
-                published.append(event)
-        self.ctx.bus.publish_many(published)
+        runs = await store.call(store.store.runs)
+        async with self._feeding:
+            for run in runs:
+                stalled, unknown = run.name in self._stalled, run.name in self._unindexed
+                if run.status not in TRAINING_STATUSES and not stalled and not unknown:
+                    continue  # cannot stall, and no stall to resolve: skip it (thousands of runs)
+                last_step, last_time = newest.get(run.id, (0, None))
+                alive = _pid_alive(run.pid) if run.pid else None
+                finding = self.stall.check(
+                    now, last_time, run.status, run.pid, alive, last_step=last_step
+                )
+                if (finding is not None) == stalled and not unknown:
+                    continue  # nothing changes: its tracker need not be loaded
+                event = await self._stall_changed(run.name, finding, last_step)
+                if event is not None:
+                    published.append(event)
+            self.ctx.bus.publish_many(published)
         return published
+
+    async def _stall_changed(
+        self, run: str, finding: Finding | None, last_step: int
+    ) -> Event | None:
+        """The stall alert or its recovery, saved before it is published; None if neither."""
+        tracking = await self._tracking(run)
+        event: Event | None = None
+        if finding is not None and tracking.stall is None:
+            tracking.stall = (finding.metric, finding.step)
+            event = _anomaly(run, finding)
+        elif finding is None and tracking.stall is not None:
+            metric, step = tracking.stall
+            tracking.stall = None
+            event = AnomalyResolved(run=run, step=last_step or step, kind="stall", metric=metric)
+        self._note_stall(run, tracking.stall is not None)
+        if event is not None:
+            await self._save(run, tracking)  # before publishing, as for any alert
+        return event
 
 
 def _point(logged: MetricPoint | MetricsLogged) -> Point:
     return Point(logged.step, logged.metrics, logged.time)
 
 
-def _saved_cursor(saved: str) -> int:
-    try:
-        return int(json.loads(saved).get("cursor", 0))
-    except (ValueError, AttributeError, TypeError):
-        return 0
+def _put_state(store: Store, plugin: str, run: str, state: str, position: SavedPosition) -> None:
+    """Save a run's state, then its position: a crash in between leaves the position behind
+    the state (the run is replayed for nothing), never ahead of it (points skipped)."""
+    store.plugin_put(plugin, STATE_PREFIX + run, state)
+    store.plugin_put(plugin, POSITION_PREFIX + run, position.to_json())
 
 
 def _anomaly(run: str, finding: Finding) -> AnomalyDetected:

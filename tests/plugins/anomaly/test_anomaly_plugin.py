@@ -20,6 +20,7 @@ from tunewatch.daemon.events import (
     AnomalyDetected,
     AnomalyResolved,
     BestModelFound,
+    CaughtUp,
     Event,
     MetricsBatch,
     MetricsLogged,
@@ -27,6 +28,7 @@ from tunewatch.daemon.events import (
 )
 from tunewatch.daemon.plugin import PluginContext
 from tunewatch.daemon.store import AsyncStore
+from tunewatch.plugins import anomaly
 from tunewatch.plugins.anomaly import AnomalyPlugin
 from tunewatch.plugins.anomaly.config import AnomalyConfig
 
@@ -56,18 +58,16 @@ class Harness:
         )
 
     async def log_points(
-        self, points: list[tuple[int, float]], source: str = "log.jsonl"
+        self, points: list[tuple[int, float]], source: str = "log.jsonl", run: str = "run-a"
     ) -> list[MetricsLogged]:
         """Record points as the ingest does (stored first, then published), a second apart."""
         events = []
         for s, v in points:
             self.clock += 1
             events.append(
-                MetricsLogged(
-                    run="run-a", step=s, metrics={"loss": v}, source=source, time=self.clock
-                )
+                MetricsLogged(run=run, step=s, metrics={"loss": v}, source=source, time=self.clock)
             )
-        await self.store.call(self.store.store.commit_batch, self.run_id, events, None)
+        await record(self.store, run, events)
         self.bus.publish_many(events)
         return events
 
@@ -92,6 +92,19 @@ class Harness:
             elif isinstance(e, AnomalyResolved):
                 out.append(f"resolved:{e.kind}")
         return out
+
+
+async def record(store: AsyncStore, run: str, events: list[MetricsLogged]) -> None:
+    """Store points in `run` (registered if new), as the ingest does before publishing them."""
+    path = f"/runs/{run.removeprefix('run-')}"  # run-a is /runs/a, as the fixtures register it
+    run_id = await store.call(store.store.ensure_run, path, run)
+    await store.call(store.store.commit_batch, run_id, events, None)
+
+
+def points_of(run: str, points: list[tuple[int, float]]) -> list[MetricsLogged]:
+    return [
+        MetricsLogged(run=run, step=s, metrics={"loss": v}, source="log.jsonl") for s, v in points
+    ]
 
 
 @pytest.fixture
@@ -120,6 +133,12 @@ def dead_pid() -> int:
     return int(proc.stdout)
 
 
+async def set_status(store: AsyncStore, run_id: int, status: str, pid: int | None = None) -> None:
+    """run-a's status file says `status`, recorded as the ingest does."""
+    event = StatusChanged(run="run-a", status=status, source="s", pid=pid)
+    await store.call(store.store.commit_batch, run_id, [event], None)
+
+
 def clean(start: int, n: int) -> list[tuple[int, float]]:
     return [(s, 2.0 * math.exp(-s / 300) + 0.5) for s in range(start, start + n)]
 
@@ -131,6 +150,23 @@ def resumed_with_nan_from_30() -> list[tuple[int, float]]:
 
 def alerts(h: Harness) -> list[tuple[str, int, str]]:
     return [(e.kind, e.step, e.severity) for e in h.published if isinstance(e, AnomalyDetected)]
+
+
+def kinds_by_run(h: Harness) -> list[tuple[str, str, int]]:
+    """(run, kind, step) of each alert and recovery, sorted: runs are judged in any order."""
+    found = [
+        (e.run, e.kind if isinstance(e, AnomalyDetected) else f"resolved:{e.kind}", e.step)
+        for e in h.published
+        if isinstance(e, AnomalyDetected | AnomalyResolved)
+    ]
+    return sorted(found)
+
+
+@pytest.fixture
+def three_runs_in_memory(monkeypatch: pytest.MonkeyPatch) -> int:
+    """At most three run trackers in memory, so that a test's eight runs are evicted often."""
+    monkeypatch.setattr(anomaly, "MAX_TRACKED_RUNS", 3)
+    return 3
 
 
 async def test_a_nan_loss_is_alerted_once_and_recovers(store: AsyncStore) -> None:
@@ -180,14 +216,12 @@ async def test_points_recorded_before_a_stop_are_judged_before_it_ends(harness: 
 
 async def test_a_dead_trainer_is_a_stall_alerted_once(store: AsyncStore) -> None:
     run_id = await store.call(store.store.ensure_run, "/runs/a", "run-a")
-    status = StatusChanged(run="run-a", status="training", source="s", pid=dead_pid())
-    await store.call(store.store.commit_batch, run_id, [status], None)
+    await set_status(store, run_id, "training", pid=dead_pid())
     h = Harness(store, run_id)
     await h.plugin.start()
     await h.plugin.check_stalls()
     await h.plugin.check_stalls()
-    done = StatusChanged(run="run-a", status="completed", source="s")
-    await store.call(store.store.commit_batch, run_id, [done], None)
+    await set_status(store, run_id, "completed")
     await h.plugin.check_stalls()
     await h.finish()
     assert h.kinds() == ["stall", "resolved:stall"]
@@ -389,3 +423,144 @@ async def test_a_state_saved_before_segments_is_kept_and_no_longer_blinds(
     # The NaN episode at 41 was restored (it recovers, not re-alerts); the Inf at 72 is new.
     assert second.kinds() == ["resolved:non_finite", "non_finite"]
     assert second.plugin.runs["run-a"].cursor == 72
+
+
+EIGHT_RUNS = [f"run-{i}" for i in range(8)]
+
+
+async def test_only_a_few_runs_stay_in_memory_and_restarts_stay_exact(
+    store: AsyncStore, three_runs_in_memory: int
+) -> None:
+    """Eight runs, three trackers in memory: each run's NaN is alerted once, and neither
+    repeated nor forgotten after a restart, however often its tracker left memory."""
+    first = Harness(store, 0)
+    await first.plugin.start()
+    for run in EIGHT_RUNS:  # one run after the other: each tracker leaves memory in between
+        await first.log_points(clean(1, 40), run=run)
+    for run in EIGHT_RUNS:
+        await first.log_points([(41, math.nan)], run=run)
+    await first.settle()
+    assert len(first.plugin.runs) == three_runs_in_memory
+    await first.finish()
+    assert kinds_by_run(first) == [(run, "non_finite", 41) for run in EIGHT_RUNS]
+
+    # While tunewatch is down, every run logs the NaN again: the same episode, no new alert.
+    for run in EIGHT_RUNS:
+        await record(store, run, points_of(run, [(42, math.nan)]))
+    second = Harness(store, 0)
+    second.clock = first.clock
+    await second.plugin.start()  # replays eight runs through three trackers
+    for part in (clean(43, 5), clean(48, 10)):  # the first part raises nothing: it is only saved
+        for run in EIGHT_RUNS:  # when its tracker leaves memory
+            await second.log_points(part, run=run)
+    await second.finish()
+    assert kinds_by_run(second) == [(run, "resolved:non_finite", 52) for run in EIGHT_RUNS]
+
+    third = Harness(store, 0)
+    await third.plugin.start()
+    await third.finish()
+    assert third.published == []
+
+
+async def test_a_restart_loads_only_the_runs_with_points_it_has_not_judged(
+    store: AsyncStore,
+) -> None:
+    """Ten thousand finished runs must not be loaded one by one to learn that none is behind."""
+    first = Harness(store, 0)
+    await first.plugin.start()
+    for run in ("run-a", "run-b", "run-c"):
+        await first.log_points(clean(1, 30), run=run)
+    await first.finish()
+    await record(store, "run-b", points_of("run-b", clean(31, 5)))  # while tunewatch is down
+
+    second = Harness(store, 0)
+    await second.plugin.start()
+    assert list(second.plugin.runs) == ["run-b"]
+    assert second.plugin.runs["run-b"].cursor == 3 * 30 + 5
+    await second.finish()
+
+
+async def test_a_state_saved_without_a_position_still_loads_and_gets_one(
+    store: AsyncStore,
+) -> None:
+    """States saved by an older version hold their cursor only inside: the run is loaded the old
+    way, neither repeats nor forgets, and is saved with a position for the next start."""
+    first = Harness(store, 0)
+    await first.plugin.start()
+    await first.log_points([*clean(1, 40), (41, math.nan)])
+    await first.finish()
+    assert first.kinds() == ["non_finite"]
+    await store.call(store.store.db.execute, "DELETE FROM plugin_state WHERE key LIKE 'pos:%'")
+    await record(store, "run-a", points_of("run-a", [(42, math.nan), *clean(43, 15)]))
+
+    second = Harness(store, 0)
+    await second.plugin.start()
+    await second.finish()
+    assert second.kinds() == ["resolved:non_finite"]
+    position = await store.call(store.store.plugin_get, "anomaly", "pos:run-a")
+    assert position is not None and json.loads(position)["cursor"] == 57
+
+
+async def test_a_stall_is_resolved_after_its_tracker_left_memory_and_after_a_restart(
+    store: AsyncStore, three_runs_in_memory: int
+) -> None:
+    run_id = await store.call(store.store.ensure_run, "/runs/a", "run-a")
+    await set_status(store, run_id, "training", pid=dead_pid())
+    first = Harness(store, run_id)
+    await first.plugin.start()
+    await first.plugin.check_stalls()
+    for run in EIGHT_RUNS:
+        await first.log_points(clean(1, 5), run=run)
+    await first.settle()
+    assert "run-a" not in first.plugin.runs
+    await first.finish()
+    assert first.kinds() == ["stall"]
+
+    second = Harness(store, run_id)
+    await second.plugin.start()
+    await set_status(store, run_id, "completed")
+    await second.plugin.check_stalls()
+    await second.plugin.check_stalls()
+    await second.finish()
+    assert second.kinds() == ["resolved:stall"]
+
+
+async def test_a_stall_check_never_runs_while_points_are_judged(harness: Harness) -> None:
+    """Both change trackers; a tracker changed by one must not be evicted under the other."""
+    async with harness.plugin._feeding:
+        check = asyncio.create_task(harness.plugin.check_stalls())
+        await harness.settle()
+        assert not check.done()
+    await check
+
+
+def eval_losses(steps: range, first_value: float) -> MetricsBatch:
+    """Evaluations that each beat the last by 0.1."""
+    return MetricsBatch(
+        run="run-a",
+        source="trainer_log.jsonl",
+        steps=array("q", steps),
+        times=array("d", [1e9 + s for s in steps]),
+        columns={"eval_loss": array("d", [first_value - i / 10 for i in range(len(steps))])},
+    )
+
+
+async def test_bests_read_at_start_up_are_history_and_later_ones_are_news(
+    harness: Harness, store: AsyncStore
+) -> None:
+    """Until CaughtUp says where start-up reading ended, every best is history; after it, the
+    bests of points up to its seq still are (they were queued), later ones are not."""
+    read_first = eval_losses(range(100, 600, 100), 2.0)
+    read_last = eval_losses(range(600, 1100, 100), 1.5)
+    await store.call(store.store.commit_batch, harness.run_id, [read_first, read_last], None)
+    harness.bus.publish(read_first)
+    await harness.settle()
+    harness.bus.publish(CaughtUp(last_seq=await store.call(store.store.last_seq)))
+    await harness.settle()
+    harness.bus.publish(read_last)
+    live = MetricsLogged(run="run-a", step=1100, metrics={"eval_loss": 0.5}, source="log.jsonl")
+    await store.call(store.store.commit_batch, harness.run_id, [live], None)
+    harness.bus.publish(live)
+    await harness.finish()
+    bests = [(e.step, e.historical) for e in harness.published if isinstance(e, BestModelFound)]
+    assert bests == [(500, True), (1000, True), (1100, False)]
