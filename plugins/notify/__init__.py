@@ -171,6 +171,10 @@ class NotifyPlugin:
 
     def on_best_model(self, event: BestModelFound) -> None:
         """Wait up to `best_wait_s` for the snapshot, so one notification can say it is saved."""
+        if event.historical:
+            # Found in what was read at start-up (thousands of finished runs): old news, and
+            # `tunewatch events` already has it. Neither a push nor a line in the log.
+            return
         key = (event.run, event.step)
         snapshot = self._snapshots.pop(key, None)
         if snapshot is not None or self.config.best_wait_s <= 0:

@@ -10,6 +10,7 @@ import contextlib
 import math
 import os
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,13 @@ from tunewatch.plugins.snapshot.take import (
 # CheckpointSaved only comes when the trainer_state source is on; look at the run dir this
 # often as well, which costs one directory listing.
 CHECKPOINT_POLL_S = 5.0
+# Runs whose best model is being snapshotted, or its checkpoint waited for, at once; the bests of
+# other runs wait their turn in one queue. A box trains a handful of runs at a time, while a
+# start-up can read ten thousand finished ones: that must not make ten thousand waiters.
+CONCURRENT_RUNS = 8
+# How long the checkpoint of a best from history may take to settle: it is complete already, or
+# a trainer still running is finishing it now.
+HISTORY_SETTLE_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +59,8 @@ class SnapshotConfig:
 
 
 class SnapshotPlugin:
-    """Snapshots the checkpoint of every `BestModelFound`, one at a time per run."""
+    """Snapshots the checkpoint of every `BestModelFound`, one at a time per run, a few runs at
+    a time."""
 
     name: ClassVar[str] = "snapshot"
     Config: ClassVar[type[SnapshotConfig]] = SnapshotConfig
@@ -60,8 +69,11 @@ class SnapshotPlugin:
         self.ctx = ctx
         self.config: SnapshotConfig = ctx.config
         self.log: Any = ctx.log if ctx.log is not None else structlog.get_logger(__name__)
-        self._queues: dict[str, asyncio.Queue[BestModelFound]] = {}
-        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._backlog: asyncio.Queue[BestModelFound] = asyncio.Queue()
+        # Runs being handled -> their bests that came meanwhile, handled next by the same worker.
+        self._active: dict[str, deque[BestModelFound]] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        # Runs whose checkpoint is being waited for -> set when a checkpoint is saved.
         self._saved: dict[str, asyncio.Event] = {}
         self._dir_locks: dict[str, asyncio.Lock] = {}
         self._cleaned: set[str] = set()
@@ -78,6 +90,10 @@ class SnapshotPlugin:
             bus.subscribe(CheckpointSaved, self._on_checkpoint, name="snapshot:checkpoint"),
         ]
         self._startup = asyncio.create_task(self._clean_known_dirs(), name="snapshot:cleanup")
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"snapshot:worker-{n}")
+            for n in range(CONCURRENT_RUNS)
+        ]
 
     async def stop(self) -> None:
         for unsubscribe in self._unsubscribe:
@@ -85,7 +101,7 @@ class SnapshotPlugin:
         self._unsubscribe = []
         # A copy running in a thread cannot be cancelled; this makes it stop and clean up.
         self._stopping.set()
-        tasks = [*self._workers.values(), *([self._startup] if self._startup else [])]
+        tasks = [*self._workers, *([self._startup] if self._startup else [])]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -95,31 +111,38 @@ class SnapshotPlugin:
     # -- bus handlers ---------------------------------------------------------------------------
 
     def _on_best(self, event: BestModelFound) -> None:
-        queue = self._queues.get(event.run)
-        if queue is None:
-            queue = self._queues[event.run] = asyncio.Queue()
-            self._workers[event.run] = asyncio.create_task(
-                self._work(queue), name=f"snapshot:{event.run}"
-            )
-        queue.put_nowait(event)
+        self._backlog.put_nowait(event)
 
     def _on_checkpoint(self, event: CheckpointSaved) -> None:
-        self._saved_signal(event.run).set()
+        saved = self._saved.get(event.run)
+        if saved is not None:
+            saved.set()
 
-    def _saved_signal(self, run: str) -> asyncio.Event:
-        return self._saved.setdefault(run, asyncio.Event())
+    # -- one snapshot at a time per run, a few runs at a time -------------------------------------
 
-    # -- one snapshot at a time per run -----------------------------------------------------------
-
-    async def _work(self, queue: asyncio.Queue[BestModelFound]) -> None:
+    async def _work(self) -> None:
         while True:
-            event = await queue.get()
+            event = await self._backlog.get()
+            later = self._active.get(event.run)
+            if later is not None:
+                later.append(event)  # its run is being handled: by the same worker, in order
+                continue
+            self._active[event.run] = later = deque([event])
             try:
-                await self._handle(event)
+                while later:
+                    await self._handle_logged(later.popleft())
             except Aborted:
                 return
-            except Exception:
-                self.log.exception("snapshot failed", run=event.run, step=event.step)
+            finally:
+                del self._active[event.run]
+
+    async def _handle_logged(self, event: BestModelFound) -> None:
+        try:
+            await self._handle(event)
+        except Aborted:
+            raise
+        except Exception:
+            self.log.exception("snapshot failed", run=event.run, step=event.step)
 
     async def _handle(self, event: BestModelFound) -> None:
         run_dir = await self._run_dir(event.run)
@@ -153,10 +176,18 @@ class SnapshotPlugin:
     async def _wait_for_checkpoint(self, event: BestModelFound, run_dir: Path) -> Located | str:
         """The step's checkpoint once it exists, or why there will be none."""
         # A trainer may log the evaluation that makes a new best before it saves that step.
+        saved = self._saved[event.run] = asyncio.Event()
+        try:
+            return await self._poll_checkpoint(event, run_dir, saved)
+        finally:
+            del self._saved[event.run]
+
+    async def _poll_checkpoint(
+        self, event: BestModelFound, run_dir: Path, saved: asyncio.Event
+    ) -> Located | str:
         loop = asyncio.get_running_loop()
         wait_s = self.config.wait_for_checkpoint_s
         deadline = loop.time() + wait_s
-        saved = self._saved_signal(event.run)
         while True:
             saved.clear()  # before looking, so a save during the look is not missed
             found = await asyncio.to_thread(
@@ -166,6 +197,10 @@ class SnapshotPlugin:
                 return found
             if isinstance(found, Unavailable):
                 return found.reason
+            if event.historical:
+                # Read at start-up: the trainer has moved on, so this step's checkpoint, missing
+                # now, will never come.
+                return f"{found.reason}; a best from history, not waited for"
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return f"{found.reason}; gave up after waiting {wait_s:g} s"
@@ -174,7 +209,10 @@ class SnapshotPlugin:
 
     async def _snapshot(self, event: BestModelFound, found: Located, snapshots_dir: Path) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.wait_for_checkpoint_s
+        wait_s = self.config.wait_for_checkpoint_s
+        if event.historical:
+            wait_s = min(wait_s, self.config.settle_s + HISTORY_SETTLE_S)
+        deadline = loop.time() + wait_s
         while True:
             try:
                 settled = await wait_until_settled(
@@ -248,9 +286,10 @@ class SnapshotPlugin:
         )
 
     def _skip(self, event: BestModelFound, reason: str) -> None:
-        self.log.warning(
-            "no snapshot of this best model", run=event.run, step=event.step, reason=reason
-        )
+        # Most finished runs read at start-up no longer have their best step's checkpoint
+        # (save_total_limit): thousands of warnings would say nothing a person must act on.
+        log = self.log.debug if event.historical else self.log.warning
+        log("no snapshot of this best model", run=event.run, step=event.step, reason=reason)
 
     # -- leftovers of a crash ---------------------------------------------------------------------
 

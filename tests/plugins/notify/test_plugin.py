@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -163,6 +164,20 @@ async def test_stopping_tells_a_best_model_still_waiting_for_its_snapshot(
     await plugin.stop()
     (received,) = await asyncio.to_thread(notification_server.received, 1)
     assert received.summary == "New best model: run-a"
+
+
+async def test_a_best_model_from_history_is_not_told(
+    start_plugin: StartPlugin, event_bus: EventBus, webhook: Webhook
+) -> None:
+    """Bests found in what start-up read (ten thousand finished runs) are in `tunewatch events`:
+    old news, neither pushed nor logged as alerts, not even when stopping."""
+    with capture_logs() as logs:
+        plugin = await start_plugin(desktop=False, remote_urls=(webhook.url,), best_wait_s=3600)
+        event_bus.publish(dataclasses.replace(best(), historical=True))
+        await asyncio.sleep(0.3)
+        await plugin.stop()
+    assert alerts_logged(logs) == []
+    assert webhook.received == []
 
 
 async def test_a_burst_is_capped_and_the_rest_summarised_with_their_criticals_counted(

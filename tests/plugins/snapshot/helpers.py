@@ -72,8 +72,11 @@ class Harness:
         *,
         metric: str = "eval_loss",
         checkpoint: str | None = None,
+        historical: bool = False,
     ) -> None:
-        self.bus.publish(BestModelFound(run, step, metric, value, checkpoint))
+        self.bus.publish(
+            BestModelFound(run, step, metric, value, checkpoint, historical=historical)
+        )
 
     def saved(self, run: str, folder: Path, step: int) -> None:
         self.bus.publish(CheckpointSaved(run, step, str(folder), "checkpoint-state"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tunewatch.daemon.config import PathSettings
-from tunewatch.plugins.snapshot import SnapshotConfig
+from tunewatch.plugins.snapshot import CONCURRENT_RUNS, SnapshotConfig
 from tunewatch.plugins.snapshot.copy import copy_tree
 from tunewatch.plugins.snapshot.manifest import MANIFEST_NAME, read_manifest
 from tunewatch.plugins.snapshot.staging import start_staging
@@ -35,13 +35,14 @@ def run_dir(tmp_path: Path, name: str = "run-a") -> Path:
     return path
 
 
+@pytest.mark.parametrize("historical", [False, True], ids=["live", "read-at-start-up"])
 async def test_the_checkpoint_of_a_new_best_is_snapshotted(
-    tmp_path: Path, start_plugin: StartPlugin
+    tmp_path: Path, start_plugin: StartPlugin, historical: bool
 ) -> None:
     run = run_dir(tmp_path)
     source = write_checkpoint(run, 20)
     harness = await start_plugin({"run-a": run}, FAST)
-    harness.best("run-a", 20, 1.234)
+    harness.best("run-a", 20, 1.234, historical=historical)
     (created,) = await harness.snapshots(1)
     snapshot = Path(created.path)
     assert (created.run, created.step, created.source_checkpoint) == ("run-a", 20, str(source))
@@ -132,6 +133,36 @@ async def test_a_later_checkpoint_proves_the_step_was_skipped_without_waiting(
     (reason,) = await harness.skipped(within=2)
     assert "checkpoint-20" in reason and "not saved" in reason
     assert harness.created == []
+
+
+async def test_a_best_from_history_without_its_checkpoint_is_not_waited_for(
+    tmp_path: Path, start_plugin: StartPlugin
+) -> None:
+    """Read at start-up, the trainer has moved on: a missing checkpoint will never come, and a
+    finished run without it is nothing to warn about."""
+    run = run_dir(tmp_path)
+    write_checkpoint(run, 10)
+    harness = await start_plugin({"run-a": run}, FAST)  # would wait 10 s for a live best
+    harness.best("run-a", 15, 0.7, historical=True)
+    (reason,) = await harness.skipped(within=2)
+    assert "no checkpoint-15" in reason and "from history" in reason
+    assert [e["log_level"] for e in harness.skips()] == ["debug"]
+    assert harness.created == []
+
+
+async def test_bests_of_many_runs_wait_in_one_queue_not_in_a_task_each(
+    tmp_path: Path, start_plugin: StartPlugin
+) -> None:
+    """Ten thousand runs read at start-up must not make ten thousand waiters: a few runs are
+    handled at a time, and every best still gets its turn."""
+    runs = {f"run-{n}": run_dir(tmp_path, f"run-{n}") for n in range(40)}
+    harness = await start_plugin(runs, SnapshotConfig(wait_for_checkpoint_s=0.2))
+    for name in runs:
+        harness.best(name, 10, 0.5)
+    await asyncio.sleep(0.1)
+    tasks = [t for t in asyncio.all_tasks() if t.get_name().startswith("snapshot")]
+    assert len(tasks) <= CONCURRENT_RUNS + 1  # the workers and the start-up cleanup
+    await harness.skipped(len(runs))
 
 
 async def test_a_later_best_waits_for_the_snapshot_in_progress(
