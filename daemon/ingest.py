@@ -20,6 +20,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import structlog
 
@@ -138,28 +139,71 @@ class Ingest:
         key = run.follower_key(kind, path)
         if key not in run.followers and self._resting_unchanged(run, path):
             return
-        where = storable_text(str(path))
-        fault = self.faults.get(where)
+        fault = self.faults.get(storable_text(str(path)))
         try:
             await self._ingest(run, kind, path, key)
         except StoreFailure:
             await self.retire(run, key, remember=False)  # back to the committed position
             raise
-        except SourceFault as exc:
-            await self.retire(run, key, remember=False)
-            await self._file_fault(run, kind, path, exc.kind, exc.message)
-        except Exception as exc:  # a bug, or something no test foresaw: this file only
-            if fault is None or fault.kind != "internal_error":
-                log.exception(
-                    "reading a source failed", run=run.name, path=storable_text(str(path))
-                )
-            await self.retire(run, key, remember=False)
-            message = f"{type(exc).__name__}: {exc}"
-            await self._file_fault(run, kind, path, "internal_error", message)
+        except Exception as exc:
+            await self._contain(run, kind, path, exc)
         else:
             if fault is not None:
                 await self._file_readable(run, path, fault)
             await self._keep_or_retire(run, key)
+
+    def is_hot(self, run: RunSources, kind: SourceKind, path: Path) -> bool:
+        """Whether `path` is an open log with no fault: `process_hot` can read it."""
+        follower = run.followers.get(run.follower_key(kind, path))
+        return (
+            isinstance(follower, LogTailer)
+            and follower.is_open
+            and storable_text(str(path)) not in self.faults
+        )
+
+    async def process_hot(self, files: Sequence[tuple[RunSources, SourceKind, Path]]) -> None:
+        """`process` for open logs (`is_hot`), in one trip to a worker thread for all reads
+        and one grouped commit: many runs logging at once cost little more than one.
+
+        Raises `StoreFailure` once every file it kept out was marked to be read again.
+        """
+        tailers = [run.followers[run.follower_key(kind, path)] for run, kind, path in files]
+        assert all(isinstance(t, LogTailer) for t in tailers)
+        read = await asyncio.to_thread(_read_each, cast(list[LogTailer], tailers))
+        recording: list[tuple[RunSources, SourceKind, Path, asyncio.Future[Sequence[RunEvent]]]]
+        recording = []
+        for (run, kind, path), tailer, result in zip(files, tailers, read, strict=True):
+            if isinstance(result, Exception):
+                await self._contain(run, kind, path, result)
+            elif result is not None:
+                future = asyncio.ensure_future(self._record(run, result.events, result.state))
+                recording.append((run, kind, path, future))
+                assert isinstance(tailer, LogTailer) and tailer.last_stat is not None
+                self._touch(run, tailer.last_stat.st_mtime)
+                if not result.at_end:
+                    self.mark(run, kind, path)  # more to read: the next round reads on
+        failure: StoreFailure | None = None
+        for run, kind, path, recorded in recording:
+            try:
+                self._publish(await recorded)
+            except StoreFailure as exc:
+                await self.retire(run, run.follower_key(kind, path), remember=False)
+                self.mark(run, kind, path)
+                failure = exc
+        if failure is not None:
+            raise failure
+
+    async def _contain(self, run: RunSources, kind: SourceKind, path: Path, exc: Exception) -> None:
+        """Keep what went wrong reading `path` to that file: let it go, say why, retry later."""
+        await self.retire(run, run.follower_key(kind, path), remember=False)
+        if isinstance(exc, SourceFault):
+            await self._file_fault(run, kind, path, exc.kind, exc.message)
+            return
+        where = storable_text(str(path))
+        fault = self.faults.get(where)
+        if fault is None or fault.kind != "internal_error":  # a bug: its traceback, once
+            log.error("reading a source failed", run=run.name, path=where, exc_info=exc)
+        await self._file_fault(run, kind, path, "internal_error", f"{type(exc).__name__}: {exc}")
 
     def _resting_unchanged(self, run: RunSources, path: Path) -> bool:
         signature = run.resting.get(path)
@@ -407,6 +451,17 @@ class Ingest:
                     run=event.run,
                     source=event.source,
                 )
+
+
+def _read_each(tailers: Sequence[LogTailer]) -> list[TailBatch | Exception | None]:
+    """Each tailer's next batch, or what it raised (in a worker thread)."""
+    results: list[TailBatch | Exception | None] = []
+    for tailer in tailers:
+        try:
+            results.append(tailer.read_now())
+        except Exception as exc:  # handled per file by the caller
+            results.append(exc)
+    return results
 
 
 def _follow_status(run: RunSources, events: Sequence[RunEvent], *, live: bool) -> None:

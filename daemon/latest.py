@@ -39,13 +39,13 @@ CREATE TABLE IF NOT EXISTS latest_steps (
 ) WITHOUT ROWID;
 """
 
-_UPSERT_METRIC = (
+UPSERT_LATEST_METRIC = (
     "INSERT INTO latest_metrics (run_id, name, seq, step, time, value)"
     " VALUES (?, ?, ?, ?, ?, ?)"
     " ON CONFLICT(run_id, name) DO UPDATE SET seq = excluded.seq, step = excluded.step,"
     " time = excluded.time, value = excluded.value WHERE excluded.seq > latest_metrics.seq"
 )
-_UPSERT_STEP = (
+UPSERT_LATEST_STEP = (
     "INSERT INTO latest_steps (run_id, source, seq, step, time) VALUES (?, ?, ?, ?, ?)"
     " ON CONFLICT(run_id, source) DO UPDATE SET seq = excluded.seq, step = excluded.step,"
     " time = excluded.time WHERE excluded.seq > latest_steps.seq"
@@ -96,19 +96,21 @@ class Latest:
             {name: column[last] for name, column in batch.columns.items()},
         )
 
+    def metric_rows(self, run_id: int) -> list[tuple[object, ...]]:
+        """Rows for `UPSERT_LATEST_METRIC`."""
+        return [
+            (run_id, name, seq, step, t, pack_value(v))
+            for name, (seq, step, t, v) in self.metrics.items()
+        ]
+
+    def step_rows(self, run_id: int) -> list[tuple[object, ...]]:
+        """Rows for `UPSERT_LATEST_STEP`."""
+        return [(run_id, source, seq, step, t) for source, (seq, step, t) in self.sources.items()]
+
     def save(self, db: sqlite3.Connection, run_id: int) -> None:
         """Upsert into the tables, inside the caller's transaction."""
-        db.executemany(
-            _UPSERT_METRIC,
-            [
-                (run_id, name, seq, step, t, pack_value(v))
-                for name, (seq, step, t, v) in self.metrics.items()
-            ],
-        )
-        db.executemany(
-            _UPSERT_STEP,
-            [(run_id, source, seq, step, t) for source, (seq, step, t) in self.sources.items()],
-        )
+        db.executemany(UPSERT_LATEST_METRIC, self.metric_rows(run_id))
+        db.executemany(UPSERT_LATEST_STEP, self.step_rows(run_id))
 
 
 def latest_values(

@@ -26,6 +26,8 @@ from tunewatch.daemon import events as ev
 from tunewatch.daemon.history import HistoryRow, is_recorded, to_row
 from tunewatch.daemon.latest import (
     LATEST_SCHEMA,
+    UPSERT_LATEST_METRIC,
+    UPSERT_LATEST_STEP,
     Latest,
     LatestValue,
     latest_values,
@@ -430,19 +432,27 @@ class Store:
     def _commit(self, batches: Sequence[Batch]) -> None:
         now = time.time()
         seq = self._next_seq
+        rows = _Rows()
         with self.db:
             for run_id, events, state in batches:
-                seq = self._write(run_id, events, seq, now)
+                seq = self._write(run_id, events, seq, now, rows)
                 if state is not None:
-                    self._save_file_state(state, now)
+                    rows.files.append(_file_row(state, now))
+            # One statement per table for the whole group: a group commit of lines from a
+            # hundred runs is a handful of calls into SQLite, not several per run.
+            self.db.executemany(INSERT_SQL, rows.chunks)
+            self.db.executemany(UPSERT_LATEST_METRIC, rows.latest_metrics)
+            self.db.executemany(UPSERT_LATEST_STEP, rows.latest_steps)
+            self.db.executemany(_UPSERT_FILE, rows.files)
         self._next_seq = seq
 
-    def _write(self, run_id: int, events: Sequence[ev.RunEvent], seq: int, now: float) -> int:
-        """Insert `events` (stamping seqs from `seq` on) inside the open transaction; returns
-        the next free seq."""
+    def _write(
+        self, run_id: int, events: Sequence[ev.RunEvent], seq: int, now: float, rows: _Rows
+    ) -> int:
+        """Stamp seqs on `events` from `seq` on and add their rows to `rows`; records history
+        events at once (inside the open transaction). Returns the next free seq."""
         chunks: list[PackedChunk] = []
         pending: list[ev.MetricsLogged] = []  # single points waiting to fill a chunk
-        history: list[ev.RunEvent] = []
         latest = Latest()
         for event in events:
             _stamp(event, seq)
@@ -465,16 +475,14 @@ class Store:
                     pending = []
                 pending.append(event)
             else:
-                history.append(event)
+                self._insert_history(event, run_id, event.seq)
+                self._apply_status(event, run_id, now)
             seq += 1
         if pending:
             chunks.append(pack_points(pending))
-        if chunks:
-            self.db.executemany(INSERT_SQL, chunk_rows(run_id, chunks))
-            latest.save(self.db, run_id)
-        for other in history:
-            self._insert_history(other, run_id, other.seq)
-            self._apply_status(other, run_id, now)
+        rows.chunks.extend(chunk_rows(run_id, chunks))
+        rows.latest_metrics.extend(latest.metric_rows(run_id))
+        rows.latest_steps.extend(latest.step_rows(run_id))
         return seq
 
     def _apply_status(self, event: ev.Event, run_id: int, now: float) -> None:
@@ -498,29 +506,6 @@ class Store:
             " total_steps = coalesce(?, total_steps), pid = coalesce(?, pid), updated = ?"
             " WHERE id = ?",
             (status, step, source, event.total_steps, event.pid, now, run_id),
-        )
-
-    def _save_file_state(self, s: FileState, now: float) -> None:
-        self.db.execute(
-            "INSERT INTO files (key, run_id, source, dev, ino, fingerprint, offset, line_no,"
-            " cursor, errors, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(key) DO UPDATE SET dev = excluded.dev, ino = excluded.ino,"
-            " fingerprint = excluded.fingerprint, offset = excluded.offset,"
-            " line_no = excluded.line_no, cursor = excluded.cursor, errors = excluded.errors,"
-            " updated = excluded.updated",
-            (
-                s.key,
-                s.run_id,
-                s.source,
-                s.dev,
-                s.ino,
-                s.fingerprint,
-                s.offset,
-                s.line_no,
-                s.cursor,
-                s.errors,
-                now,
-            ),
         )
 
     def _insert_history(self, event: ev.Event, run_id: int | None, seq: int) -> None:
@@ -711,6 +696,42 @@ class Store:
             (plugin, prefix, end),
         )
         return {str(key): str(value) for key, value in rows}
+
+
+@dataclass
+class _Rows:
+    """Rows a group commit inserts, gathered so that each table takes one `executemany`."""
+
+    chunks: list[tuple[object, ...]] = dataclasses.field(default_factory=list)
+    latest_metrics: list[tuple[object, ...]] = dataclasses.field(default_factory=list)
+    latest_steps: list[tuple[object, ...]] = dataclasses.field(default_factory=list)
+    files: list[tuple[object, ...]] = dataclasses.field(default_factory=list)
+
+
+_UPSERT_FILE = (
+    "INSERT INTO files (key, run_id, source, dev, ino, fingerprint, offset, line_no,"
+    " cursor, errors, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT(key) DO UPDATE SET dev = excluded.dev, ino = excluded.ino,"
+    " fingerprint = excluded.fingerprint, offset = excluded.offset,"
+    " line_no = excluded.line_no, cursor = excluded.cursor, errors = excluded.errors,"
+    " updated = excluded.updated"
+)
+
+
+def _file_row(s: FileState, now: float) -> tuple[object, ...]:
+    return (
+        s.key,
+        s.run_id,
+        s.source,
+        s.dev,
+        s.ino,
+        s.fingerprint,
+        s.offset,
+        s.line_no,
+        s.cursor,
+        s.errors,
+        now,
+    )
 
 
 def _raise_missing(path: Path) -> None:

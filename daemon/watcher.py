@@ -47,6 +47,8 @@ MISSING_RUN_POLL_S = 2.0
 INACTIVE_SCAN_EVERY = 10
 # Run directories scanned per trip to a worker thread.
 SCAN_BATCH_RUNS = 256
+# Changed paths whose meaning is remembered (cleared when full; rebuilt as changes come).
+CLASSIFIED_PATHS = 4096
 # Runs read at the same time while draining (their files interleave on the worker threads).
 DRAIN_WORKERS = 8
 # The directory watcher covers at most this many runs, the most recently written first.
@@ -100,11 +102,12 @@ class RunWatcher:
         self.runs: dict[Path, RunSources] = {}
         # Run dir -> its files to read, in the order they were marked.
         self._dirty: dict[Path, dict[Path, SourceKind]] = {}
-        self._busy: set[Path] = set()  # runs a drain worker is reading now
         self._wake = asyncio.Event()
         self._roots_changed = asyncio.Event()
         self._watched_roots: frozenset[Path] = frozenset()
         self.wakeups = FileWakeups(self.on_change, self._recheck_followed)
+        # What each changed path means, remembered: a followed log changes many times a second.
+        self._classified: dict[Path, tuple[RunSources | None, SourceKind | None, Path]] = {}
         self.ingest = Ingest(settings, store, bus, self.wakeups, self.mark, retry_store=retry_store)
 
     # -- run directories ----------------------------------------------------------------------
@@ -133,6 +136,7 @@ class RunWatcher:
         for path, (run_id, name) in zip(new, registered, strict=True):
             finished = statuses.get(run_id) in FINISHED_STATUSES
             self.runs[path] = RunSources(run_id=run_id, name=name, path=path, finished=finished)
+        self._classified.clear()  # a path that belonged to no run may belong to a new one
         if len(new) <= 20:
             for path in new:
                 log.info("watching run", run=self.runs[path].name, path=storable_text(str(path)))
@@ -154,20 +158,27 @@ class RunWatcher:
         return None
 
     def on_change(self, path: Path) -> None:
+        found = self._classified.get(path)
+        if found is None:
+            found = self._classify(path)
+            if len(self._classified) >= CLASSIFIED_PATHS:
+                self._classified.clear()
+            self._classified[path] = found
+        run, kind, target = found
+        if run is not None and kind is not None:
+            self.mark(run, kind, target)
+
+    def _classify(self, path: Path) -> tuple[RunSources | None, SourceKind | None, Path]:
+        """(run, kind, file to read) for a changed path; run or kind None to ignore it."""
         run = self._run_for(path)
-        if run is None:
-            return
-        rel = run.relative(path)
-        if rel is None:
-            return
+        rel = None if run is None else run.relative(path)
+        if run is None or rel is None:
+            return None, None, path
         if len(rel.parts) == 1 and CHECKPOINT_DIR.match(rel.name):
             # A new checkpoint folder: its trainer_state.json may be written before inotify
             # watches the folder, so look for it now rather than at the next rescan.
-            self.mark(run, SourceKind.TRAINER_STATE, path / TRAINER_STATE)
-            return
-        kind = self.rules.classify(rel)
-        if kind is not None:
-            self.mark(run, kind, path)
+            return run, SourceKind.TRAINER_STATE, path / TRAINER_STATE
+        return run, self.rules.classify(rel), path
 
     async def rescan(self, *, everything: bool = False) -> None:
         """Look for new and changed files: in active runs always, in the others when due."""
@@ -188,27 +199,44 @@ class RunWatcher:
                     self.mark(run, kind, path)
 
     async def drain(self) -> None:
-        """Read marked files until nothing is left: several runs at a time, each run's files
-        in order (a run's trainer_state.json files feed one document)."""
-        workers = min(DRAIN_WORKERS, len(self._dirty))
-        if workers == 1:
-            await self._drain_worker()
-        elif workers > 1:
-            await asyncio.gather(*(self._drain_worker() for _ in range(workers)))
-        if not self._dirty:
-            self._wake.clear()
+        """Read marked files until nothing is left.
 
-    async def _drain_worker(self) -> None:
-        while (run_path := self._next_dirty_run()) is not None:
-            self._busy.add(run_path)
-            try:
-                while files := self._dirty.pop(run_path, None):
-                    await self._read_files(run_path, files)
-            finally:
-                self._busy.discard(run_path)
+        Open logs (the runs logging now) are read together, in one trip to a worker thread;
+        the other files by several workers, a run each, each run's files in order (a run's
+        trainer_state.json files feed one document). Files marked meanwhile wait for the
+        next round.
+        """
+        while self._dirty:
+            hot = self._take_hot()
+            cold, self._dirty = self._dirty, {}
+            if hot:
+                try:
+                    await self.ingest.process_hot(hot)
+                except StoreFailure as exc:
+                    await self.ingest.wait_for_store(str(exc))
+            workers = min(DRAIN_WORKERS, len(cold))
+            await asyncio.gather(*(self._drain_worker(cold) for _ in range(workers)))
+        self._wake.clear()
 
-    def _next_dirty_run(self) -> Path | None:
-        return next((p for p in self._dirty if p not in self._busy), None)
+    def _take_hot(self) -> list[tuple[RunSources, SourceKind, Path]]:
+        hot = []
+        for run_path in list(self._dirty):
+            run = self.runs.get(run_path)
+            if run is None:
+                continue
+            files = self._dirty[run_path]
+            for path, kind in list(files.items()):
+                if self.ingest.is_hot(run, kind, path):
+                    hot.append((run, kind, path))
+                    del files[path]
+            if not files:
+                del self._dirty[run_path]
+        return hot
+
+    async def _drain_worker(self, queue: dict[Path, dict[Path, SourceKind]]) -> None:
+        while queue:
+            run_path = next(iter(queue))
+            await self._read_files(run_path, queue.pop(run_path))
 
     async def _read_files(self, run_path: Path, files: dict[Path, SourceKind]) -> None:
         run = self.runs.get(run_path)
@@ -332,12 +360,22 @@ class RunWatcher:
                     ignore_permission_denied=True,
                 ):
                     # Checkpoints in the order they were saved, so each one is announced.
-                    for raw in sorted({raw for _change, raw in changes}, key=_checkpoint_order):
+                    for raw in sorted(self._news(changes), key=_checkpoint_order):
                         self.on_change(Path(raw))
             except FileNotFoundError:
                 # A watched run directory was removed; rescan rebuilds the set of roots.
                 await asyncio.sleep(MISSING_RUN_POLL_S)
                 self.runs = {p: r for p, r in self.runs.items() if p.is_dir()}
+                self._classified.clear()
+
+    def _news(self, changes: set[tuple[watchfiles.Change, str]]) -> set[str]:
+        """The changed paths the file wake-ups have not already reported: appends to a
+        followed log reach both watchers, and reading the file twice is wasted work."""
+        return {
+            raw
+            for change, raw in changes
+            if change != watchfiles.Change.modified or not self.wakeups.is_watching(Path(raw))
+        }
 
     def _filter(self, _change: watchfiles.Change, path: str) -> bool:
         name = os.path.basename(path)
