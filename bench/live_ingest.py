@@ -58,7 +58,7 @@ def step_of(run: int, n: int) -> int:
     return run * STEP_BASE + n
 
 
-# -- writers ----------------------------------------------------------------------------------------
+# -- writers ---------------------------------------------------------------------------------------
 
 
 def write_lines(
@@ -124,7 +124,7 @@ def make_runs(root: Path, count: int) -> list[Path]:
     return runs
 
 
-# -- the daemon, observed from its database -----------------------------------------------------------
+# -- the daemon, observed from its database --------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +213,7 @@ def summarise(name: str, stamps: dict[int, int], arrivals: dict[int, int], cpu: 
     return Result(name, LatencySummary.of(latencies), len(latencies), len(stamps), cpu)
 
 
-# -- the floor: GNU tail -F on the same files ---------------------------------------------------------
+# -- the floor: GNU tail -F on the same files ------------------------------------------------------
 
 
 def read_tail(stdout: IO[bytes], arrivals: dict[int, int]) -> None:
@@ -278,9 +278,7 @@ def main() -> None:
         f" visible (tunewatch: committed, polled every {POLL_S * 1000:g} ms; tail: printed)\n"
     )
     print(
-        markdown_table(
-            ["follower", "lines", "CPU (one core)", "p50 ms", "p99 ms", "max ms"], rows
-        )
+        markdown_table(["follower", "lines", "CPU (one core)", "p50 ms", "p99 ms", "max ms"], rows)
     )
     print(
         f"\ntunewatch CPU {ratio(ours.cpu_percent, tail.cpu_percent)} of tail's; "
