@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -60,6 +60,7 @@ class _Subscription:
         self.dropped = 0
         self.failed = 0
         self.closing = False
+        self.handling = False  # inside the handler now
         self.task: asyncio.Task[None] | None = None
 
     def offer(self, event: Event) -> None:
@@ -82,6 +83,7 @@ class _Subscription:
                 await self.wakeup.wait()
                 continue
             event = self.queue.popleft()
+            self.handling = True
             try:
                 result = self.handler(event)
                 if result is not None:
@@ -95,6 +97,8 @@ class _Subscription:
                 )
             else:
                 self.delivered += 1
+            finally:
+                self.handling = False
 
     def stats(self) -> SubscriptionStats:
         return SubscriptionStats(
@@ -119,6 +123,7 @@ class EventBus:
         # Dispatch table from concrete event type to its subscriptions, rebuilt on (un)subscribe.
         self._routes: dict[type[Event], list[_Subscription]] = {}
         self._closed = False
+        self._held: list[Event] | None = None  # events published while held, in order
 
     def subscribe(
         self,
@@ -161,10 +166,30 @@ class EventBus:
 
     def publish(self, event: Event) -> None:
         """Hand `event` to every matching subscriber; never blocks, never raises."""
+        if self._held is not None:
+            self._held.append(event)
+            return
         for sub in self._route(type(event)):
             sub.offer(event)
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Keep what is published inside the block, and deliver it on leaving it.
+
+        While plugins start one by one, an event published by an early one reaches those
+        that subscribe later too.
+        """
+        self._held = []
+        try:
+            yield
+        finally:
+            events, self._held = self._held, None
+            self.publish_many(events)
+
     def publish_many(self, events: Iterable[Event]) -> None:
+        if self._held is not None:
+            self._held.extend(events)
+            return
         last_type: type[Event] | None = None
         subs: list[_Subscription] = []
         for event in events:
@@ -183,6 +208,16 @@ class EventBus:
 
     def stats(self) -> list[SubscriptionStats]:
         return [sub.stats() for sub in self._subscriptions]
+
+    async def drain(self, timeout_s: float = 5.0) -> bool:
+        """Wait until every subscriber has handled everything queued (up to `timeout_s`);
+        True when they all did. The bus stays open."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while any(sub.queue or sub.handling for sub in self._subscriptions):
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Let every subscriber drain its queue, up to `timeout_s`, then cancel what is left."""

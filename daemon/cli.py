@@ -19,6 +19,7 @@ from tunewatch.daemon.config import ConfigError, Settings
 from tunewatch.daemon.history import KINDS
 from tunewatch.daemon.instance_lock import AlreadyRunning
 from tunewatch.daemon.store import StateDirError, Store, StoreError
+from tunewatch.daemon.text import printable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -111,7 +112,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "install-service":
         return _cmd_install_service(args)
     if args.command == "plugins":
-        return _cmd_plugins()
+        return _cmd_plugins(args)
     if args.command == "validate":
         return _cmd_validate(args)
     raise AssertionError(args.command)
@@ -166,7 +167,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_events(args: argparse.Namespace) -> int:
-    from tunewatch.daemon.text import printable
 
     store = _open_store(args)
     try:
@@ -212,19 +212,33 @@ def _cmd_install_service(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_plugins() -> int:
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from tunewatch.daemon.instance_lock import read_health
     from tunewatch.daemon.plugin import discover_plugins
 
+    running, health = read_health(_settings(args).state_dir())
+    states = health.plugins if running and health is not None else {}
+    code = EXIT_OK
     for plugin in discover_plugins():
+        fields = [plugin.name]
         if plugin.cls is None:
-            print(f"{plugin.name}\tFAILED: {plugin.error}")
+            fields.append(f"FAILED to load: {plugin.error}")
+            code = EXIT_FAILED
         else:
-            print(f"{plugin.name}\t{plugin.cls.__module__}.{plugin.cls.__qualname__}")
-    return EXIT_OK
+            fields.append(f"{plugin.cls.__module__}.{plugin.cls.__qualname__}")
+            state = states.get(plugin.name)
+            if state is not None and state.startswith("failed"):
+                fields.append(f"FAILED in the running daemon: {state.removeprefix('failed: ')}")
+                code = EXIT_FAILED
+            elif state is not None:
+                fields.append(state)
+        print("\t".join(map(printable, fields)))
+    if not running:
+        print("(tunewatch is not running: load errors only)")
+    return code
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from tunewatch.daemon.text import printable
     from tunewatch.plugins.validate import render
     from tunewatch.plugins.validate.reader import UnreadableInput
     from tunewatch.plugins.validate.tokens import TokenizerNotFound

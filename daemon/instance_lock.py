@@ -14,7 +14,7 @@ import contextlib
 import fcntl
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import orjson
@@ -53,6 +53,7 @@ class DaemonHealth:
     unreadable_files: int = 0
     # (path, kind, message, since) of the first LISTED_FAULTS unreadable files.
     unreadable: tuple[tuple[str, str, str, float], ...] = ()
+    plugins: dict[str, str] = field(default_factory=dict)  # name -> "running" / "failed: ..."
 
     def to_bytes(self) -> bytes:
         data = orjson.dumps(asdict(self))

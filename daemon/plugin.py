@@ -7,9 +7,10 @@ Set TUNEWATCH_LOAD_PLUGINS to a comma-separated list of names to load only those
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -45,11 +46,34 @@ class PluginContext:
     log: Any  # a structlog logger bound with plugin=<name>
     run_dirs: Mapping[str, Path]  # run name -> directory, as known at start
     notifications: bool = True
+    # Told (plugin name, what failed) when a task started with `spawn` dies of an exception.
+    on_failure: Callable[[str, str], None] | None = None
 
     def run_path(self, run_dir: Path, configured: str) -> Path:
         """A per-run folder such as inbox/ or reports/: relative paths live in the run directory."""
         path = Path(configured).expanduser()
         return path if path.is_absolute() else run_dir / path
+
+    def spawn(self, work: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+        """Start a background task of this plugin; cancel it in `stop`.
+
+        If it dies of an exception, that is logged at once (with its traceback) and shown by
+        `tunewatch plugins` and `status`: a plugin that silently stopped working would leave
+        the person trusting an alert that never comes.
+        """
+        task = asyncio.get_running_loop().create_task(work, name=f"{self.name}:{name}")
+        task.add_done_callback(self._report_failure)
+        return task
+
+    def _report_failure(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        (self.log or log).error(
+            "plugin task failed; this plugin no longer works", task=task.get_name(), exc_info=exc
+        )
+        if self.on_failure is not None:
+            self.on_failure(self.name, f"{task.get_name()} failed: {type(exc).__name__}: {exc}")
 
 
 class Plugin(Protocol):
@@ -117,7 +141,17 @@ class PluginHost:
 
     def __init__(self) -> None:
         self.started: list[Plugin] = []
-        self.failed: dict[str, str] = {}
+        self.failed: dict[str, str] = {}  # plugin -> why it failed (to load, start or run)
+
+    def task_failed(self, plugin: str, why: str) -> None:
+        """A plugin's background task died (see `PluginContext.spawn`)."""
+        self.failed.setdefault(plugin, why)
+
+    def states(self) -> dict[str, str]:
+        """Plugin -> "running", or "failed: <why>"."""
+        states = {plugin.name: "running" for plugin in self.started}
+        states.update({name: f"failed: {why}" for name, why in self.failed.items()})
+        return states
 
     async def start(self, plugin: Plugin) -> None:
         try:

@@ -166,4 +166,7 @@ def render_daemon(running: bool, health: DaemonHealth | None, now: float | None 
         lines += [f"    {path}: {message}" for path, _kind, message, _since in health.unreadable]
         if health.unreadable_files > len(health.unreadable):
             lines.append(f"    ... and {health.unreadable_files - len(health.unreadable)} more")
+    for plugin, state in sorted(health.plugins.items()):
+        if state.startswith("failed"):
+            lines.append(f"  plugin {plugin} {state}; see the log (journalctl --user -u tunewatch)")
     return "\n".join(map(printable, lines)) + "\n"

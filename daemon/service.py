@@ -73,6 +73,7 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self._reload_requested = False
         self.watcher: RunWatcher  # set by run()
+        self.host = PluginHost()
         # Set by `run_daemon`: the process exits this long after SIGTERM whatever is stuck.
         self.stop_grace_s: float | None = None
         self._stop_timer: threading.Timer | None = None
@@ -105,7 +106,7 @@ class Daemon:
         for event_type in RECORDED_TYPES:
             if not issubclass(event_type, ev.RunEvent):
                 bus.subscribe(event_type, record, name=f"history:{event_type.__name__}")
-        host = PluginHost()
+        host = self.host
         self.watcher = RunWatcher(
             self.settings, store, bus, self.run_specs(), retry_store=not self.once
         )
@@ -160,6 +161,9 @@ class Daemon:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            # Plugins finish what is queued for them (the alerts of a last batch), then stop
+            # (and may say a last word, e.g. a summary), then the bus delivers that and closes.
+            await bus.drain(self.settings.daemon.drain_timeout_s)
             await host.stop()
             await bus.close(self.settings.daemon.drain_timeout_s)
             await store.close()
@@ -191,6 +195,14 @@ class Daemon:
     async def _start_plugins(
         self, host: PluginHost, bus: EventBus, store: AsyncStore, watcher: RunWatcher
     ) -> None:
+        # What a plugin publishes while starting (alerts from its replay) waits until every
+        # plugin has subscribed: the notify plugin starts after the anomaly plugin.
+        with bus.held():
+            await self._start_each_plugin(host, bus, store, watcher)
+
+    async def _start_each_plugin(
+        self, host: PluginHost, bus: EventBus, store: AsyncStore, watcher: RunWatcher
+    ) -> None:
         run_dirs = {run.name: run.path for run in watcher.runs.values()}
         for found in discover_plugins():
             if found.cls is None:
@@ -209,13 +221,19 @@ class Daemon:
                 log=structlog.get_logger(f"tunewatch.plugins.{found.name}").bind(plugin=found.name),
                 run_dirs=run_dirs,
                 notifications=self.notifications,
+                on_failure=self._plugin_failed,
             )
             try:
                 plugin = found.cls(ctx)
-            except Exception:
+            except Exception as exc:
+                host.failed[found.name] = f"{type(exc).__name__}: {exc}"
                 log.exception("plugin failed to initialise", plugin=found.name)
                 continue
             await host.start(plugin)
+
+    def _plugin_failed(self, plugin: str, why: str) -> None:
+        self.host.task_failed(plugin, why)
+        self.watcher.ingest.health_changed.set()  # `status` and `plugins` learn it at once
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -284,6 +302,7 @@ class Daemon:
                 (path, fault.kind, fault.message, fault.since)
                 for path, fault in list(self.watcher.ingest.faults.items())[:LISTED_FAULTS]
             ),
+            plugins=self.host.states(),
         )
 
     def status_line(self, watcher: RunWatcher) -> str:

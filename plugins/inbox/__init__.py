@@ -21,11 +21,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
 import watchfiles
 
 from tunewatch.daemon.atomic import write_atomic
+from tunewatch.daemon.config import AtMost, PositiveFloat
 from tunewatch.daemon.events import InboxFileReady, ValidationFinished
 from tunewatch.daemon.plugin import PluginContext
 from tunewatch.plugins.inbox.quarantine import move_aside
@@ -45,8 +46,9 @@ Inbox = tuple[str, Path, Path]  # (run, inbox dir, run dir)
 @dataclass(frozen=True, slots=True)
 class InboxConfig:
     enabled: bool = True
-    settle_s: float = 3.0
-    min_score: int = 70
+    # Above 0: at 0 a pending file would be looked at in a busy loop.
+    settle_s: PositiveFloat = 3.0
+    min_score: Annotated[int, AtMost(100)] = 70
     quarantine: bool = False
     tokenizer: str = ""
     test_file: str = ""
@@ -115,7 +117,7 @@ class InboxPlugin:
         # "spawn": a fork of the daemon would inherit its event loop, threads and sockets.
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         await asyncio.to_thread(self._create_shared_inbox)
-        self._tasks.append(asyncio.create_task(self._scan_loop(), name="inbox-scan"))
+        self._tasks.append(self.ctx.spawn(self._scan_loop(), name="scan"))
 
     async def stop(self) -> None:
         for task in [*self._tasks, *filter(None, [self._watcher])]:
@@ -159,9 +161,7 @@ class InboxPlugin:
         if self._watcher is not None:
             await _cancelled(self._watcher)
         self._watched, self._rewatch = dirs, False
-        self._watcher = (
-            asyncio.create_task(self._watch(sorted(dirs)), name="inbox-watch") if dirs else None
-        )
+        self._watcher = self.ctx.spawn(self._watch(sorted(dirs)), name="watch") if dirs else None
 
     async def _watch(self, dirs: list[Path]) -> None:
         try:

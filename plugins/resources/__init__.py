@@ -59,7 +59,7 @@ class ResourcesPlugin:
 
     async def start(self) -> None:
         if self.config.enabled:
-            self._task = asyncio.create_task(self._loop(), name="resources")
+            self._task = self.ctx.spawn(self._loop(), name="sample")
 
     async def stop(self) -> None:
         if self._task is not None:

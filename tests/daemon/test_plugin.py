@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
 from tunewatch.daemon.bus import EventBus
 from tunewatch.daemon.config import ConfigError, settings_from_mapping
+from tunewatch.daemon.events import CaughtUp, Event
 from tunewatch.daemon.plugin import (
     PluginConfig,
     PluginContext,
@@ -128,3 +131,42 @@ async def test_the_context_resolves_per_run_and_shared_folders(tmp_path: Path) -
     assert ctx.run_path(tmp_path / "run-a", "/srv/inbox") == Path("/srv/inbox")
     await store.close()
     await asyncio.sleep(0)
+
+
+async def test_a_background_task_that_dies_is_reported_at_once(tmp_path: Path) -> None:
+    store = await AsyncStore.open(tmp_path / "state.db")
+    host = PluginHost()
+    with capture_logs() as logs:
+        ctx = PluginContext(
+            name="boom",
+            bus=EventBus(),
+            store=store,
+            config=PluginConfig(),
+            settings=settings_from_mapping({}, "cfg"),
+            log=structlog.get_logger("test").bind(plugin="boom"),
+            run_dirs={},
+            on_failure=host.task_failed,
+        )
+
+        async def work() -> None:
+            raise ValueError("no such column")
+
+        task = ctx.spawn(work(), name="scan")
+        with pytest.raises(ValueError):
+            await task
+        await asyncio.sleep(0)  # done callbacks run on the next loop turn
+    assert host.failed == {"boom": "boom:scan failed: ValueError: no such column"}
+    assert host.states() == {"boom": "failed: boom:scan failed: ValueError: no such column"}
+    assert [entry["event"] for entry in logs] == ["plugin task failed; this plugin no longer works"]
+    await store.close()
+
+
+async def test_what_a_starting_plugin_publishes_reaches_plugins_started_after_it() -> None:
+    bus = EventBus()
+    seen: list[Event] = []
+    with bus.held():
+        bus.publish(CaughtUp(last_seq=7))  # e.g. an alert from the anomaly plugin's replay
+        bus.subscribe(Event, seen.append)  # e.g. the notify plugin, which starts later
+    await bus.drain(1.0)
+    assert seen == [CaughtUp(last_seq=7, time=seen[0].time)]
+    await bus.close()

@@ -255,3 +255,38 @@ def test_sigterm_while_a_store_call_hangs_still_exits(tmp_path: Path) -> None:
         proc.kill()
         raise AssertionError("the daemon did not exit after SIGTERM") from None
     assert "Traceback" not in err
+
+
+def test_a_plugin_that_dies_while_running_is_reported_at_once(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    plugins = tmp_path / "plugins"
+    (plugins / "twboom").mkdir(parents=True)
+    (plugins / "twboom" / "__init__.py").write_text(
+        "import asyncio\n"
+        "class Boom:\n"
+        "    name = 'boom'\n"
+        "    def __init__(self, ctx): self.ctx = ctx\n"
+        "    async def start(self): self.task = self.ctx.spawn(self.work(), name='work')\n"
+        "    async def work(self):\n"
+        "        await asyncio.sleep(0.2)\n"
+        "        raise RuntimeError('lost its database')\n"
+        "    async def stop(self): self.task.cancel()\n"
+    )
+    dist = plugins / "twboom-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: twboom\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[tunewatch.plugins]\nboom = twboom:Boom\n")
+    path = os.pathsep.join([str(plugins), os.environ.get("PYTHONPATH", "")])
+    with DaemonProcess(tmp_path, extra_env={"PYTHONPATH": path}) as daemon:
+        daemon.start(str(run))
+        daemon.wait_for(lambda: "lost its database" in daemon.log(), what="the failure logged")
+        assert "Traceback" in daemon.log()  # logged with its traceback, while running
+        listed = daemon.cli("plugins", check=False)
+        assert listed.returncode == 1
+        assert "boom\t" in listed.stdout and "FAILED in the running daemon" in listed.stdout
+        assert "RuntimeError: lost its database" in listed.stdout
+        state = daemon.status()["daemon"]["plugins"]
+        assert state["boom"].startswith("failed") and state["anomaly"] == "running"
+        append(run / "train.jsonl", lines(range(4, 6)))  # the rest goes on
+        daemon.wait_for(lambda: list(metric_steps(daemon.db)) == [1, 2, 3, 4, 5], what="lines")
+        assert daemon.stop() == 0
