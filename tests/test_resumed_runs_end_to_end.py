@@ -66,3 +66,39 @@ def test_a_bogus_step_does_not_switch_anomaly_detection_off(tmp_path: Path) -> N
     assert [(a["kind"], a["step"], a["severity"]) for a in anomalies] == [
         ("non_finite", 45, "critical")
     ]
+
+
+def write_checkpoint(run: Path, step: int, history: list[dict[str, Any]]) -> None:
+    folder = run / f"checkpoint-{step}"
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"global_step": step, "max_steps": 100, "log_history": history}
+    # Python's json writes NaN as the bare token NaN, as the Trainer's json.dump does.
+    (folder / "trainer_state.json").write_text(json.dumps(state, indent=2))
+
+
+def test_a_hugging_face_run_resumed_from_a_checkpoint_alerts_on_its_nan(tmp_path: Path) -> None:
+    """HF Trainer with no JSONL log: checkpoints 10-40, then a resume from checkpoint-20 writes
+    checkpoint-30 and -40 anew, its loss NaN from step 35. The daemon is running throughout."""
+    run = tmp_path / "hf-resumed"
+    first = [{"step": s, "loss": healthy_loss(s)} for s in range(1, 41)]
+    with DaemonProcess(tmp_path) as daemon:
+        run.mkdir()
+        daemon.start(str(run))
+        for ckpt in (10, 20, 30, 40):
+            write_checkpoint(run, ckpt, first[:ckpt])
+        daemon.wait_for(lambda: daemon.run_status("hf-resumed") is not None, what="the run")
+        daemon.wait_for(
+            lambda: (daemon.run_status("hf-resumed") or {}).get("step") == 40, what="step 40"
+        )
+        resumed = first[:20] + [
+            {"step": s, "loss": math.nan if s >= 35 else healthy_loss(s) + 0.01}
+            for s in range(21, 41)
+        ]
+        for ckpt in (30, 40):
+            write_checkpoint(run, ckpt, resumed[:ckpt])
+        daemon.wait_for(lambda: bool(daemon.events("--kind", "anomaly")), what="the NaN alert")
+        anomalies = [e["data"] for e in daemon.events("--kind", "anomaly")]
+        assert daemon.stop() == 0
+    assert [(a["kind"], a["step"], a["severity"]) for a in anomalies] == [
+        ("non_finite", 35, "critical")
+    ]

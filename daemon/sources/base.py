@@ -65,11 +65,14 @@ class IncompleteDocument(Exception):
 class DocumentParser(Protocol):
     """Turns a whole rewritten JSON document into the events not yet emitted."""
 
-    def parse(self, data: bytes, cursor: str | None) -> tuple[list[RunEvent], str | None]:
+    def parse(
+        self, data: bytes, cursor: str | None, *, written: float | None = None
+    ) -> tuple[list[RunEvent], str | None]:
         """Return new events and the cursor to store with them.
 
         `cursor` is what a previous call returned (None the first time); it is persisted in the
         store, so the same document parsed again after a restart yields no event twice.
+        `written` is the file's mtime when known (a document written later is newer news).
         Raises `IncompleteDocument` for a truncated or half-written document.
         """
         ...

@@ -93,7 +93,8 @@ class DocumentFollower:
             return None
         origin = FileOrigin(run=self.run, source=self.source, path=str(path))
         try:
-            events, cursor = self.make_parser(origin).parse(data, self.state.cursor)
+            parser = self.make_parser(origin)
+            events, cursor = parser.parse(data, self.state.cursor, written=st.st_mtime)
         except IncompleteDocument as exc:
             return self._incomplete_read(origin, digest, str(exc))
         except Exception as exc:  # a parser bug: report this content once, read the next one

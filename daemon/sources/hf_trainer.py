@@ -2,10 +2,16 @@
 
 Each checkpoint's `log_history` repeats every older entry; the cursor makes each entry come out
 exactly once across all checkpoints of a run, in any order the files are read.
+
+A run resumed from an earlier checkpoint logs those steps again, with other values. The cursor
+keeps a short digest of the entries at each checkpoint's step: a document whose entries at its
+own step differ from what was seen there is a new attempt, and its entries after the newest
+checkpoint both attempts share come out again, as a new segment.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -31,6 +37,8 @@ from tunewatch.daemon.sources.metric_names import (
 from tunewatch.daemon.text import storable_text
 
 _CHECKPOINT_DIR = re.compile(r"checkpoint-\d+")
+# Checkpoints whose digest the cursor keeps (a run is resumed from one of its recent ones).
+MAX_DIGESTS = 64
 
 
 @dataclass
@@ -44,6 +52,9 @@ class _Cursor:
     # log_history entries with an absurd step already reported: every checkpoint repeats them,
     # in the same order, so the first this many are not news.
     bad_steps: int = 0
+    # Checkpoint step (as text, a JSON key) -> digest of the entries at that step.
+    digests: dict[str, str] = field(default_factory=dict)
+    written: float = 0.0  # mtime of the newest document that took `step` further
 
     @classmethod
     def load(cls, text: str | None) -> _Cursor:
@@ -53,6 +64,8 @@ class _Cursor:
             raw = json.loads(text)
             cursor = cls(raw["step"], raw["keys"], raw["checkpoint"], raw["max_steps"])
             cursor.bad_steps = raw.get("bad_steps", 0)  # absent from older cursors
+            cursor.digests = raw.get("digests", {})
+            cursor.written = raw.get("written", 0.0)
         except (ValueError, KeyError, TypeError):
             return cls()
         return cursor if cursor.is_valid() else cls()
@@ -65,7 +78,20 @@ class _Cursor:
             and all(isinstance(keys, str) for keys in self.keys_at_step)
             and (self.max_steps is None or isinstance(self.max_steps, int))
             and isinstance(self.bad_steps, int)
+            and isinstance(self.digests, dict)
+            and all(isinstance(v, str) for v in self.digests.values())
+            and isinstance(self.written, int | float)
         )
+
+    def remember(self, step: int, digest: str) -> None:
+        self.digests[str(step)] = digest
+        if len(self.digests) > MAX_DIGESTS:  # the oldest checkpoints are not resumed from
+            for old in sorted(self.digests, key=int)[: len(self.digests) - MAX_DIGESTS]:
+                del self.digests[old]
+
+    def forget_after(self, step: int) -> None:
+        """Drop what is known of checkpoints after `step`: that attempt was abandoned."""
+        self.digests = {k: v for k, v in self.digests.items() if int(k) <= step}
 
     def dump(self) -> str:
         raw = {
@@ -74,6 +100,8 @@ class _Cursor:
             "checkpoint": self.checkpoint,
             "max_steps": self.max_steps,
             "bad_steps": self.bad_steps,
+            "digests": self.digests,
+            "written": self.written,
         }
         return json.dumps(raw, separators=(",", ":"))
 
@@ -87,6 +115,33 @@ def _entry_metrics(entry: dict[str, object]) -> tuple[int | None, dict[str, floa
     return step, metrics
 
 
+def _step_of(entry: object) -> int | None:
+    return as_step(entry.get("step")) if isinstance(entry, dict) else None
+
+
+def _resumed(history: list[object], step: int, state: _Cursor, written: float | None) -> bool:
+    """Whether a document that stops before the cursor's step is a new attempt, not merely an
+    older checkpoint read late: its first entry at its own step differs from the one seen
+    there, or, never seen there, it was written after the document that took the cursor on."""
+    digest = _digest(history, step)
+    if digest is None:
+        return False  # nothing logged at its own step: no evidence either way
+    seen = state.digests.get(str(step))
+    if seen is not None:
+        return seen != digest
+    return written is not None and written > state.written
+
+
+def _digest(history: list[object], step: int) -> str | None:
+    """A short digest of the first log_history entry at `step` (another attempt logs other
+    values there), or None when there is none."""
+    entry = next((e for e in history if _step_of(e) == step), None)
+    if entry is None:
+        return None
+    text = json.dumps(entry, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
 class TrainerStateParser:
     """Turns a `trainer_state.json` into the metrics, checkpoint and progress not yet emitted."""
 
@@ -97,7 +152,9 @@ class TrainerStateParser:
         # dir describes the same steps without being one.
         self._checkpoint_dir = str(parent) if _CHECKPOINT_DIR.fullmatch(parent.name) else None
 
-    def parse(self, data: bytes, cursor: str | None) -> tuple[list[RunEvent], str | None]:
+    def parse(
+        self, data: bytes, cursor: str | None, *, written: float | None = None
+    ) -> tuple[list[RunEvent], str | None]:
         document = load_document(data)
         history = document.get("log_history") if isinstance(document, dict) else None
         if not isinstance(document, dict) or not isinstance(history, list):
@@ -110,7 +167,20 @@ class TrainerStateParser:
         if max_steps is not None and max_steps != state.max_steps:
             events.append(self._status(global_step, max_steps, now))
             state.max_steps = max_steps
-        events.extend(self._new_entries(history, state, now))
+        resumed = (
+            global_step is not None
+            and global_step < state.step
+            and _resumed(history, global_step, state, written)
+        )
+        if resumed and global_step is not None:
+            events.extend(self._resumed_entries(history, global_step, state, now))
+        else:
+            events.extend(self._new_entries(history, state, now))
+        digest = None if global_step is None else _digest(history, global_step)
+        if global_step is not None and digest is not None:
+            state.remember(global_step, digest)
+        if global_step is not None and global_step >= state.step and written is not None:
+            state.written = max(state.written, written)
         if self._checkpoint_dir and global_step is not None and global_step > state.checkpoint:
             events.append(self._checkpoint(document, global_step, self._checkpoint_dir, now))
             state.checkpoint = global_step
@@ -150,6 +220,26 @@ class TrainerStateParser:
             if metrics:
                 events.append(MetricsLogged(origin.run, step, metrics, origin.source, now))
         return events
+
+    def _resumed_entries(
+        self, history: list[object], global_step: int, state: _Cursor, now: float
+    ) -> list[RunEvent]:
+        """The entries of an attempt that went back in steps (resumed from a checkpoint),
+        after the newest checkpoint it shares with what was read before."""
+        shared = [
+            int(step)
+            for step, digest in state.digests.items()
+            if int(step) < global_step and _digest(history, int(step)) == digest
+        ]
+        resumed_from = max(shared, default=-1)
+        state.forget_after(resumed_from)
+        state.step, state.keys_at_step = resumed_from, []
+        state.checkpoint = min(state.checkpoint, resumed_from)  # its checkpoints are new
+        return self._new_entries(
+            [e for e in history if _step_of(e) is None or _step_of(e) > resumed_from],
+            state,
+            now,
+        )
 
     def _status(self, global_step: int | None, max_steps: int, now: float) -> StatusChanged:
         origin = self._origin

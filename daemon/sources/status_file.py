@@ -55,7 +55,9 @@ class StatusFileParser:
     def __init__(self, origin: FileOrigin) -> None:
         self._origin = origin
 
-    def parse(self, data: bytes, cursor: str | None) -> tuple[list[RunEvent], str | None]:
+    def parse(
+        self, data: bytes, cursor: str | None, *, written: float | None = None
+    ) -> tuple[list[RunEvent], str | None]:
         document = load_document(data)
         origin = self._origin
         if not isinstance(document, dict):

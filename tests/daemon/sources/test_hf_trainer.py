@@ -335,3 +335,58 @@ def test_checkpoints_read_in_any_order_emit_the_full_history_exactly_once(
         return Counter(json.dumps([e.step, sorted(e.metrics.items())]) for e in events)
 
     assert as_counter(emitted) == as_counter(metrics_events(once))
+
+
+def attempt(first: list[dict[str, Any]], resumed_from: int, last: int, loss: float) -> list[Any]:
+    """A log_history as a run resumed from `resumed_from` writes it: the entries up to the
+    checkpoint it loaded, then its own (other values) up to `last`."""
+    kept = [e for e in first if e["step"] <= resumed_from]
+    return kept + [train_entry(s, loss) for s in range(resumed_from + 5, last + 1, 5)]
+
+
+def test_a_run_resumed_from_a_checkpoint_logs_its_steps_again_as_a_new_segment() -> None:
+    first = [train_entry(s, 2.0) for s in range(5, 41, 5)]  # steps 5..40, checkpoints every 10
+    cursor = None
+    emitted: list[int] = []
+    for ckpt in (10, 20, 30, 40):
+        doc = trainer_state([e for e in first if e["step"] <= ckpt], ckpt)
+        events, cursor = parser_for(f"checkpoint-{ckpt}/trainer_state.json").parse(
+            doc, cursor, written=1000.0 + ckpt
+        )
+        emitted += [e.step for e in metrics_events(events)]
+    assert emitted == list(range(5, 41, 5))
+    # Resumed from checkpoint-20, after a crash at 40: checkpoint-30 and -40 are written anew.
+    announced: list[int] = []
+    for ckpt in (30, 40, 50):
+        doc = trainer_state(attempt(first, 20, ckpt, loss=math.nan), ckpt)
+        events, cursor = parser_for(f"checkpoint-{ckpt}/trainer_state.json").parse(
+            doc, cursor, written=2000.0 + ckpt
+        )
+        new = metrics_events(events)
+        emitted += [e.step for e in new]
+        announced += [e.step for e in events if isinstance(e, CheckpointSaved)]
+        assert all(math.isnan(e.metrics["loss"]) for e in new)  # the new attempt's values
+    assert emitted[8:] == [25, 30, 35, 40, 45, 50]
+    assert announced == [30, 40, 50]
+    # After a restart every file is read again, oldest checkpoint first: nothing repeats.
+    for ckpt, doc in (
+        (10, trainer_state([e for e in first if e["step"] <= 10], 10)),
+        (20, trainer_state([e for e in first if e["step"] <= 20], 20)),
+        (30, trainer_state(attempt(first, 20, 30, math.nan), 30)),
+        (40, trainer_state(attempt(first, 20, 40, math.nan), 40)),
+        (50, trainer_state(attempt(first, 20, 50, math.nan), 50)),
+    ):
+        events, cursor = parser_for(f"checkpoint-{ckpt}/trainer_state.json").parse(
+            doc, cursor, written=2000.0 + ckpt
+        )
+        assert metrics_events(events) == [], ckpt
+
+
+def test_an_older_checkpoint_written_earlier_and_read_late_is_not_a_resume() -> None:
+    _, cursor = parser_for("checkpoint-20/trainer_state.json").parse(
+        CHECKPOINT_20, None, written=2000.0
+    )
+    events, _ = parser_for("checkpoint-10/trainer_state.json").parse(
+        CHECKPOINT_10, cursor, written=1000.0
+    )
+    assert events == []
