@@ -235,11 +235,8 @@ class TrainerStateParser:
         state.forget_after(resumed_from)
         state.step, state.keys_at_step = resumed_from, []
         state.checkpoint = min(state.checkpoint, resumed_from)  # its checkpoints are new
-        return self._new_entries(
-            [e for e in history if _step_of(e) is None or _step_of(e) > resumed_from],
-            state,
-            now,
-        )
+        later = [e for e in history if (_step_of(e) or 0) > resumed_from or _step_of(e) is None]
+        return self._new_entries(later, state, now)
 
     def _status(self, global_step: int | None, max_steps: int, now: float) -> StatusChanged:
         origin = self._origin
