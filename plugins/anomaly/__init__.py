@@ -104,8 +104,8 @@ class AnomalyPlugin:
             self.ctx.bus.subscribe(CaughtUp, self._on_caught_up, name="anomaly:caught-up")
         )
         await self.replay()
-        self._tasks.append(asyncio.create_task(self._stall_loop(), name="anomaly-stall"))
-        self._tasks.append(asyncio.create_task(self._save_loop(), name="anomaly-save"))
+        self._tasks.append(self.ctx.spawn(self._stall_loop(), name="stall"))
+        self._tasks.append(self.ctx.spawn(self._save_loop(), name="save"))
 
     async def stop(self) -> None:
         async with self._feeding:

@@ -11,7 +11,7 @@ import math
 import os
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,7 +22,7 @@ from tunewatch.daemon.config import PositiveFloat
 from tunewatch.daemon.events import BestModelFound, CheckpointSaved, SnapshotCreated
 from tunewatch.daemon.plugin import PluginContext
 from tunewatch.plugins.snapshot.copy import Aborted
-from tunewatch.plugins.snapshot.locate import Located, Unavailable, locate
+from tunewatch.plugins.snapshot.locate import Located, Pending, Unavailable, locate
 from tunewatch.plugins.snapshot.retention import list_snapshots, prune
 from tunewatch.plugins.snapshot.settle import NotSettled, wait_until_settled
 from tunewatch.plugins.snapshot.staging import UnsafeRemoval, clean_stale
@@ -89,10 +89,9 @@ class SnapshotPlugin:
             bus.subscribe(BestModelFound, self._on_best, name="snapshot:best"),
             bus.subscribe(CheckpointSaved, self._on_checkpoint, name="snapshot:checkpoint"),
         ]
-        self._startup = asyncio.create_task(self._clean_known_dirs(), name="snapshot:cleanup")
+        self._startup = self.ctx.spawn(self._clean_known_dirs(), name="cleanup")
         self._workers = [
-            asyncio.create_task(self._work(), name=f"snapshot:worker-{n}")
-            for n in range(CONCURRENT_RUNS)
+            self.ctx.spawn(self._work(), name=f"worker-{n}") for n in range(CONCURRENT_RUNS)
         ]
 
     async def stop(self) -> None:
@@ -153,17 +152,15 @@ class SnapshotPlugin:
             self._skip(event, f"the best value {event.value} is not finite")
             return
         snapshots_dir = self.ctx.run_path(run_dir, self.ctx.settings.paths.snapshots)
-        existing = await asyncio.to_thread(_existing, snapshots_dir, event.run, event.step)
-        if existing is not None:
+        found = await self._find_checkpoint(event, run_dir, snapshots_dir)
+        if isinstance(found, Snapshotted):
             self.log.info(
-                "step already snapshotted", run=event.run, step=event.step, path=str(existing)
+                "step already snapshotted", run=event.run, step=event.step, path=str(found.path)
             )
-            return
-        located = await self._wait_for_checkpoint(event, run_dir)
-        if isinstance(located, str):
-            self._skip(event, located)
-            return
-        await self._snapshot(event, located, snapshots_dir)
+        elif isinstance(found, str):
+            self._skip(event, found)
+        else:
+            await self._snapshot(event, found, snapshots_dir)
 
     async def _run_dir(self, run: str) -> Path | None:
         known = self.ctx.run_dirs.get(run)
@@ -173,26 +170,35 @@ class SnapshotPlugin:
         rows = await self.ctx.store.call(self.ctx.store.store.runs)
         return next((Path(row.path) for row in rows if row.name == run), None)
 
-    async def _wait_for_checkpoint(self, event: BestModelFound, run_dir: Path) -> Located | str:
-        """The step's checkpoint once it exists, or why there will be none."""
-        # A trainer may log the evaluation that makes a new best before it saves that step.
+    async def _find_checkpoint(
+        self, event: BestModelFound, run_dir: Path, snapshots_dir: Path
+    ) -> Snapshotted | Located | str:
+        """The step's snapshot if it has one, else its checkpoint once it exists, or why there
+        will be none."""
+        # Listened for before the first look, so that a checkpoint saved during it is not missed.
         saved = self._saved[event.run] = asyncio.Event()
         try:
-            return await self._poll_checkpoint(event, run_dir, saved)
+            first = await asyncio.to_thread(_look, event, run_dir, snapshots_dir, self.config)
+            if isinstance(first, Snapshotted):
+                return first
+            return await self._wait_for_checkpoint(event, run_dir, first, saved)
         finally:
             del self._saved[event.run]
 
-    async def _poll_checkpoint(
-        self, event: BestModelFound, run_dir: Path, saved: asyncio.Event
+    async def _wait_for_checkpoint(
+        self,
+        event: BestModelFound,
+        run_dir: Path,
+        found: Located | Pending | Unavailable,
+        saved: asyncio.Event,
     ) -> Located | str:
+        """The step's checkpoint once it exists, or why there will be none; `found` is the
+        first look, `saved` is set when the run saves a checkpoint."""
+        # A trainer may log the evaluation that makes a new best before it saves that step.
         loop = asyncio.get_running_loop()
         wait_s = self.config.wait_for_checkpoint_s
         deadline = loop.time() + wait_s
         while True:
-            saved.clear()  # before looking, so a save during the look is not missed
-            found = await asyncio.to_thread(
-                locate, run_dir, event.step, event.checkpoint, self.config.model_dir
-            )
             if isinstance(found, Located):
                 return found
             if isinstance(found, Unavailable):
@@ -206,6 +212,10 @@ class SnapshotPlugin:
                 return f"{found.reason}; gave up after waiting {wait_s:g} s"
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(saved.wait(), min(remaining, CHECKPOINT_POLL_S))
+            saved.clear()  # before looking, so a save during the look is not missed
+            found = await asyncio.to_thread(
+                locate, run_dir, event.step, event.checkpoint, self.config.model_dir
+            )
 
     async def _snapshot(self, event: BestModelFound, found: Located, snapshots_dir: Path) -> None:
         loop = asyncio.get_running_loop()
@@ -314,8 +324,11 @@ class SnapshotPlugin:
                 dirs.setdefault(row.name, Path(row.path))
         except Exception:
             self.log.exception("could not list the runs; cleaning up only the configured ones")
-        for run_dir in dirs.values():
-            snapshots_dir = self.ctx.run_path(run_dir, self.ctx.settings.paths.snapshots)
+        configured = self.ctx.settings.paths.snapshots
+        wanted = {self.ctx.run_path(run_dir, configured) for run_dir in dirs.values()}
+        # Of ten thousand runs most have no snapshots folder: one trip to a thread finds those
+        # that do, rather than one trip (and one lock kept) per run.
+        for snapshots_dir in await asyncio.to_thread(_folders, wanted):
             try:
                 async with self._dir_lock(snapshots_dir):
                     await self._clean_once(snapshots_dir)
@@ -323,11 +336,27 @@ class SnapshotPlugin:
                 self.log.warning("could not clean up", path=str(snapshots_dir), error=str(exc))
 
 
+def _folders(paths: Iterable[Path]) -> list[Path]:
+    return [path for path in paths if path.is_dir()]
+
+
 def _dir_key(snapshots_dir: Path) -> str:
     return os.path.abspath(snapshots_dir)
 
 
-def _existing(snapshots_dir: Path, run: str, step: int) -> Path | None:
-    return next(
-        (p for p, m in list_snapshots(snapshots_dir) if m.run == run and m.step == step), None
-    )
+@dataclass(frozen=True, slots=True)
+class Snapshotted:
+    """The step has a snapshot already (a best announced again, e.g. after a restart)."""
+
+    path: Path
+
+
+def _look(
+    event: BestModelFound, run_dir: Path, snapshots_dir: Path, config: SnapshotConfig
+) -> Snapshotted | Located | Pending | Unavailable:
+    """The step's snapshot if it has one, else where its checkpoint is: in one trip to a thread,
+    as ten thousand bests can come at start-up."""
+    for path, manifest in list_snapshots(snapshots_dir):
+        if manifest.run == event.run and manifest.step == event.step:
+            return Snapshotted(path)
+    return locate(run_dir, event.step, event.checkpoint, config.model_dir)
