@@ -36,7 +36,7 @@ from tunewatch.plugins.anomaly.config import AnomalyConfig
 class Harness:
     """A real store and bus, a recorder of what the plugin publishes, and the plugin itself."""
 
-    def __init__(self, store: AsyncStore, run_id: int) -> None:
+    def __init__(self, store: AsyncStore, run_id: int = 0) -> None:
         self.store = store
         self.run_id = run_id
         self.bus = EventBus()
@@ -433,7 +433,7 @@ async def test_only_a_few_runs_stay_in_memory_and_restarts_stay_exact(
 ) -> None:
     """Eight runs, three trackers in memory: each run's NaN is alerted once, and neither
     repeated nor forgotten after a restart, however often its tracker left memory."""
-    first = Harness(store, 0)
+    first = Harness(store)
     await first.plugin.start()
     for run in EIGHT_RUNS:  # one run after the other: each tracker leaves memory in between
         await first.log_points(clean(1, 40), run=run)
@@ -447,7 +447,7 @@ async def test_only_a_few_runs_stay_in_memory_and_restarts_stay_exact(
     # While tunewatch is down, every run logs the NaN again: the same episode, no new alert.
     for run in EIGHT_RUNS:
         await record(store, run, points_of(run, [(42, math.nan)]))
-    second = Harness(store, 0)
+    second = Harness(store)
     second.clock = first.clock
     await second.plugin.start()  # replays eight runs through three trackers
     for part in (clean(43, 5), clean(48, 10)):  # the first part raises nothing: it is only saved
@@ -456,7 +456,7 @@ async def test_only_a_few_runs_stay_in_memory_and_restarts_stay_exact(
     await second.finish()
     assert kinds_by_run(second) == [(run, "resolved:non_finite", 52) for run in EIGHT_RUNS]
 
-    third = Harness(store, 0)
+    third = Harness(store)
     await third.plugin.start()
     await third.finish()
     assert third.published == []
@@ -466,14 +466,14 @@ async def test_a_restart_loads_only_the_runs_with_points_it_has_not_judged(
     store: AsyncStore,
 ) -> None:
     """Ten thousand finished runs must not be loaded one by one to learn that none is behind."""
-    first = Harness(store, 0)
+    first = Harness(store)
     await first.plugin.start()
     for run in ("run-a", "run-b", "run-c"):
         await first.log_points(clean(1, 30), run=run)
     await first.finish()
     await record(store, "run-b", points_of("run-b", clean(31, 5)))  # while tunewatch is down
 
-    second = Harness(store, 0)
+    second = Harness(store)
     await second.plugin.start()
     assert list(second.plugin.runs) == ["run-b"]
     assert second.plugin.runs["run-b"].cursor == 3 * 30 + 5
@@ -485,7 +485,7 @@ async def test_a_state_saved_without_a_position_still_loads_and_gets_one(
 ) -> None:
     """States saved by an older version hold their cursor only inside: the run is loaded the old
     way, neither repeats nor forgets, and is saved with a position for the next start."""
-    first = Harness(store, 0)
+    first = Harness(store)
     await first.plugin.start()
     await first.log_points([*clean(1, 40), (41, math.nan)])
     await first.finish()
@@ -493,7 +493,7 @@ async def test_a_state_saved_without_a_position_still_loads_and_gets_one(
     await store.call(store.store.db.execute, "DELETE FROM plugin_state WHERE key LIKE 'pos:%'")
     await record(store, "run-a", points_of("run-a", [(42, math.nan), *clean(43, 15)]))
 
-    second = Harness(store, 0)
+    second = Harness(store)
     await second.plugin.start()
     await second.finish()
     assert second.kinds() == ["resolved:non_finite"]
