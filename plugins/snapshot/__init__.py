@@ -69,7 +69,12 @@ class SnapshotPlugin:
         self.ctx = ctx
         self.config: SnapshotConfig = ctx.config
         self.log: Any = ctx.log if ctx.log is not None else structlog.get_logger(__name__)
-        self._backlog: asyncio.Queue[BestModelFound] = asyncio.Queue()
+        # Bests waiting for a worker: live ones first, then by arrival. A run training now may
+        # delete its checkpoint (save_total_limit) before a backlog of history is done.
+        self._backlog: asyncio.PriorityQueue[tuple[bool, int, BestModelFound]] = (
+            asyncio.PriorityQueue()
+        )
+        self._arrivals = 0
         # Runs being handled -> their bests that came meanwhile, handled next by the same worker.
         self._active: dict[str, deque[BestModelFound]] = {}
         self._workers: list[asyncio.Task[None]] = []
@@ -110,7 +115,8 @@ class SnapshotPlugin:
     # -- bus handlers ---------------------------------------------------------------------------
 
     def _on_best(self, event: BestModelFound) -> None:
-        self._backlog.put_nowait(event)
+        self._arrivals += 1
+        self._backlog.put_nowait((event.historical, self._arrivals, event))
 
     def _on_checkpoint(self, event: CheckpointSaved) -> None:
         saved = self._saved.get(event.run)
@@ -121,7 +127,7 @@ class SnapshotPlugin:
 
     async def _work(self) -> None:
         while True:
-            event = await self._backlog.get()
+            _historical, _arrival, event = await self._backlog.get()
             later = self._active.get(event.run)
             if later is not None:
                 later.append(event)  # its run is being handled: by the same worker, in order

@@ -165,6 +165,22 @@ async def test_bests_of_many_runs_wait_in_one_queue_not_in_a_task_each(
     await harness.skipped(len(runs))
 
 
+async def test_a_live_best_does_not_wait_behind_the_bests_of_history(
+    tmp_path: Path, start_plugin: StartPlugin
+) -> None:
+    """Thousands of finished runs with checkpoints make a long backlog at start-up; a run
+    training now may delete its checkpoint (save_total_limit) before that backlog is done."""
+    runs = {f"old-{n}": run_dir(tmp_path, f"old-{n}") for n in range(3 * CONCURRENT_RUNS)}
+    runs["live"] = run_dir(tmp_path, "live")
+    for folder in runs.values():
+        write_checkpoint(folder, 10)
+    harness = await start_plugin(runs, SnapshotConfig(settle_s=0.3))
+    for name in runs:
+        harness.best(name, 10, 0.5, historical=name != "live")
+    created = await harness.snapshots(len(runs))
+    assert [c.run for c in created].index("live") <= 2 * CONCURRENT_RUNS
+
+
 async def test_a_later_best_waits_for_the_snapshot_in_progress(
     tmp_path: Path, start_plugin: StartPlugin
 ) -> None:
