@@ -230,7 +230,9 @@ class Ingest:
                 self._reading = None
             if batch is not None:
                 self._publish(await self._record(run, batch.events, batch.state))
-                self._touch(run, time.time())
+            signature = follower.signatures.get(path)
+            if signature is not None:
+                self._touch(run, signature[3] / 1e9)  # the document's mtime
             if follower.wants_retry():
                 asyncio.get_running_loop().call_later(DOCUMENT_RETRY_S, self.mark, run, kind, path)
             return
@@ -250,14 +252,14 @@ class Ingest:
                 if in_flight is not None:
                     self._publish(await in_flight)
                 in_flight = asyncio.ensure_future(self._record(run, batch.events, batch.state))
-                if follower.last_stat is not None:
-                    self._touch(run, follower.last_stat.st_mtime)
                 if batch.at_end:
                     break
         finally:
             # Even when reading failed, what was committed is published.
             if in_flight is not None:
                 self._publish(await in_flight)
+        if follower.last_stat is not None:  # written lately, even if tunewatch read it before
+            self._touch(run, follower.last_stat.st_mtime)
 
     def _touch(self, run: RunSources, written: float) -> None:
         """`run` got data written at `written` (unix time)."""

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import glob
 import os
+import stat
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -112,13 +113,19 @@ class RunWatcher:
 
     # -- run directories ----------------------------------------------------------------------
 
-    def _existing_run_dirs(self) -> list[Path]:
-        found: list[Path] = []
+    def _existing_run_dirs(self) -> list[tuple[Path, float]]:
+        """Each run directory that exists now, with its mtime (a run made a moment ago by a
+        trainer that is starting is active before it logs anything)."""
+        found: list[tuple[Path, float]] = []
         for spec in self.run_specs:
-            if _GLOB_CHARS & set(spec):
-                found.extend(Path(p) for p in sorted(glob.glob(spec)) if os.path.isdir(p))
-            elif os.path.isdir(spec):
-                found.append(Path(spec))
+            paths = sorted(glob.glob(spec)) if _GLOB_CHARS & set(spec) else [spec]
+            for path in paths:
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    found.append((Path(path), st.st_mtime))
         return found
 
     def missing_runs(self) -> list[str]:
@@ -127,7 +134,8 @@ class RunWatcher:
     async def refresh_runs(self) -> bool:
         """Register run directories that appeared; True when there were any."""
         existing = await asyncio.to_thread(self._existing_run_dirs)
-        new = [path for path in existing if path not in self.runs]
+        made = {path: mtime for path, mtime in existing if path not in self.runs}
+        new = list(made)
         if not new:
             return False
         wanted = [(storable_text(str(path)), run_name_for(path)) for path in new]
@@ -135,7 +143,9 @@ class RunWatcher:
         statuses = {row.id: row.status for row in await self.store.call(self.store.store.runs)}
         for path, (run_id, name) in zip(new, registered, strict=True):
             finished = statuses.get(run_id) in FINISHED_STATUSES
-            self.runs[path] = RunSources(run_id=run_id, name=name, path=path, finished=finished)
+            self.runs[path] = RunSources(
+                run_id=run_id, name=name, path=path, finished=finished, last_change=made[path]
+            )
         self._classified.clear()  # a path that belonged to no run may belong to a new one
         if len(new) <= 20:
             for path in new:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from tunewatch.daemon.events import (
     SourceReadable,
     SourceUnreadable,
 )
+from tunewatch.daemon.ingest import ACTIVE_WINDOW_S
 from tunewatch.daemon.sources.jsonl import JsonlParser
 from tunewatch.daemon.store import AsyncStore
 from tunewatch.daemon.watcher import RunWatcher
@@ -298,3 +300,53 @@ def test_garbage_in_one_run_never_stops_the_others(rounds: list[list[bytes]]) ->
     with tempfile.TemporaryDirectory() as tmp:
         recorded = asyncio.run(scenario(Path(tmp)))
     assert recorded == list(range(1, len(rounds) + 1))
+
+
+# -- which runs are watched closely -----------------------------------------------------------
+
+
+async def test_a_run_being_written_is_active_after_a_restart_even_if_its_folder_is_old(
+    h: Harness,
+) -> None:
+    """Appending to a log does not touch its folder's mtime: the file's mtime must count."""
+    await h.watcher.catch_up()  # the daemon before its restart read everything
+    await h.watcher.close_files()
+    day_ago = time.time() - 86400
+    os.utime(h.good, (day_ago, day_ago))
+    settings = h.watcher.settings
+    restarted = RunWatcher(settings, h.store, h.bus, [str(h.runs / "*")])
+    await restarted.catch_up()  # nothing new to read: only the log's mtime says it is alive
+    good = restarted.runs[h.good]
+    assert good.active(time.time(), ACTIVE_WINDOW_S)
+    assert h.good in restarted._active_roots()
+    assert restarted.runs[h.good].followers  # its log stays open for the next line
+    await restarted.close_files()
+
+
+async def test_a_new_empty_run_folder_is_active_and_an_old_idle_one_is_not(h: Harness) -> None:
+    fresh = h.runs / "just-started"
+    fresh.mkdir()
+    idle = h.runs / "abandoned"
+    idle.mkdir()
+    week_ago = time.time() - 7 * 86400
+    os.utime(idle, (week_ago, week_ago))
+    await h.watcher.catch_up()
+    roots = h.watcher._active_roots()
+    assert fresh in roots
+    assert idle not in roots
+
+
+async def test_a_finished_run_costs_no_open_file_and_no_watch(h: Harness) -> None:
+    (h.bad / "training_status.json").write_text('{"status": "completed", "step": 3}')
+    append(h.bad / "train.jsonl", line(1) + line(2) + line(3))
+    h.watcher.wakeups.open()
+    try:
+        await h.watcher.catch_up()
+        bad = h.watcher.runs[h.bad]
+        assert bad.finished
+        assert bad.followers == {}
+        assert not h.watcher.wakeups.is_watching(h.bad / "train.jsonl")
+        assert h.bad not in h.watcher._active_roots()
+        assert h.watcher.runs[h.good].followers  # the run still training keeps its file open
+    finally:
+        h.watcher.wakeups.close()
