@@ -25,7 +25,6 @@ from tunewatch.daemon import events as ev
 from tunewatch.daemon.bus import EventBus
 from tunewatch.daemon.config import ConfigError, Settings
 from tunewatch.daemon.downsampling import run_downsampling
-from tunewatch.daemon.history import RECORDED_TYPES
 from tunewatch.daemon.instance_lock import LISTED_FAULTS, DaemonHealth, InstanceLock
 from tunewatch.daemon.memory import release_freed_memory, tune_malloc
 from tunewatch.daemon.plugin import (
@@ -35,6 +34,7 @@ from tunewatch.daemon.plugin import (
     load_checked_settings,
     plugin_config,
 )
+from tunewatch.daemon.recorder import HistoryRecorder
 from tunewatch.daemon.sdnotify import SdNotifier, report_startup, run_watchdog
 from tunewatch.daemon.store import AsyncStore, StateDirError, StoreFailure
 from tunewatch.daemon.watcher import RunWatcher
@@ -99,13 +99,7 @@ class Daemon:
         store = await AsyncStore.open(self.settings.state_db())
         bus = EventBus(default_maxsize=self.settings.daemon.queue_size)
 
-        async def record(event: ev.Event) -> None:
-            await store.call(store.store.record, event)
-
-        # Run events are stored by the ingest transaction itself; this records what plugins say.
-        for event_type in RECORDED_TYPES:
-            if not issubclass(event_type, ev.RunEvent):
-                bus.subscribe(event_type, record, name=f"history:{event_type.__name__}")
+        recorder = HistoryRecorder(store, bus)
         host = self.host
         self.watcher = RunWatcher(
             self.settings, store, bus, self.run_specs(), retry_store=not self.once
@@ -166,6 +160,7 @@ class Daemon:
             await bus.drain(self.settings.daemon.drain_timeout_s)
             await host.stop()
             await bus.close(self.settings.daemon.drain_timeout_s)
+            await recorder.close()
             await store.close()
             log.info("tunewatch stopped")
 

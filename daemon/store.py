@@ -526,18 +526,28 @@ class Store:
 
     def record(self, event: ev.Event) -> int | None:
         """Record one plugin event (anomaly, best model, report...) in the history."""
-        if not is_recorded(event):
-            return None
-        run = getattr(event, "run", None)
-        run_id = None
-        if run is not None:
-            found = self.db.execute("SELECT id FROM runs WHERE name = ?", (run,)).fetchone()
-            run_id = int(found[0]) if found else None
+        seqs = self.record_many([event])
+        return seqs[0] if seqs else None
+
+    def record_many(self, events: Sequence[ev.Event]) -> list[int]:
+        """Record plugin events in the history, in one transaction; their seqs, in order.
+        Events that are not recorded kinds are skipped."""
+        names = {name: run_id for run_id, name in self.run_names().items()}
         seq = self._next_seq
-        with self.db:
-            self._insert_history(event, run_id, seq)
-        self._next_seq = seq + 1
-        return seq
+        seqs = []
+        try:
+            with self.db:
+                for event in events:
+                    if not is_recorded(event):
+                        continue
+                    run = getattr(event, "run", None)
+                    self._insert_history(event, names.get(run) if run else None, seq)
+                    seqs.append(seq)
+                    seq += 1
+        except sqlite3.Error as exc:
+            raise self._failure(exc) from exc
+        self._next_seq = seq
+        return seqs
 
     # -- downsampling -----------------------------------------------------------------------------
 
@@ -572,11 +582,15 @@ class Store:
         return str(row[0]) if row else None
 
     def plugin_put(self, plugin: str, key: str, value: str) -> None:
+        self.plugin_put_many(plugin, {key: value})
+
+    def plugin_put_many(self, plugin: str, values: Mapping[str, str]) -> None:
+        """Save several keys of a plugin's state in one transaction: all or none."""
         with self.db:
-            self.db.execute(
+            self.db.executemany(
                 "INSERT INTO plugin_state (plugin, key, value) VALUES (?, ?, ?)"
                 " ON CONFLICT(plugin, key) DO UPDATE SET value = excluded.value",
-                (plugin, key, value),
+                [(plugin, key, value) for key, value in values.items()],
             )
 
     # -- queries --------------------------------------------------------------------------------

@@ -381,10 +381,10 @@ def _point(logged: MetricPoint | MetricsLogged) -> Point:
 
 
 def _put_state(store: Store, plugin: str, run: str, state: str, position: SavedPosition) -> None:
-    """Save a run's state, then its position: a crash in between leaves the position behind
-    the state (the run is replayed for nothing), never ahead of it (points skipped)."""
-    store.plugin_put(plugin, STATE_PREFIX + run, state)
-    store.plugin_put(plugin, POSITION_PREFIX + run, position.to_json())
+    """Save a run's state and its position together (one transaction): they never disagree."""
+    store.plugin_put_many(
+        plugin, {STATE_PREFIX + run: state, POSITION_PREFIX + run: position.to_json()}
+    )
 
 
 def _anomaly(run: str, finding: Finding) -> AnomalyDetected:

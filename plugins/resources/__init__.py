@@ -1,4 +1,8 @@
-"""Samples disk, memory and load (and the trainer process, when a status file names its PID)."""
+"""Samples disk, memory and load (and the trainer process, when a status file names its PID).
+
+One sample per trainer that is running, and one per other volume holding runs: ten thousand
+finished runs on one disk cost one sample, not ten thousand.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -13,7 +18,7 @@ from typing import ClassVar
 import psutil
 
 from tunewatch.daemon.config import PositiveFloat
-from tunewatch.daemon.events import ResourceSample
+from tunewatch.daemon.events import FINISHED_STATUSES, ResourceSample
 from tunewatch.daemon.plugin import PluginContext
 
 
@@ -42,12 +47,27 @@ def sample(disk_path: Path, trainer_pid: int | None) -> ResourceSample:
     )
 
 
-def sample_if_present(run_dir: Path, trainer_pid: int | None) -> ResourceSample | None:
-    return sample(run_dir, trainer_pid) if run_dir.exists() else None
+def samples_for(runs: Sequence[tuple[Path, int | None]]) -> list[ResourceSample]:
+    """Samples for (run directory, trainer pid or None) pairs: one per trainer, and one per
+    volume that holds runs but no running trainer. Missing directories are skipped."""
+    devices: dict[int, Path] = {}
+    sampled_devices: set[int] = set()
+    found: list[ResourceSample] = []
+    for run_dir, pid in runs:
+        try:
+            device = os.stat(run_dir).st_dev
+        except OSError:
+            continue
+        devices.setdefault(device, run_dir)
+        if pid is not None:
+            found.append(sample(run_dir, pid))
+            sampled_devices.add(device)
+    found.extend(sample(path, None) for dev, path in devices.items() if dev not in sampled_devices)
+    return found
 
 
 class ResourcesPlugin:
-    """Publishes a `ResourceSample` for each run's disk every `interval_s`."""
+    """Publishes `ResourceSample`s (see `samples_for`) every `interval_s`."""
 
     name: ClassVar[str] = "resources"
     Config: ClassVar[type[ResourcesConfig]] = ResourcesConfig
@@ -74,7 +94,8 @@ class ResourcesPlugin:
 
     async def sample_once(self) -> None:
         runs = await self.ctx.store.call(self.ctx.store.store.runs)
-        for run in runs:
-            event = await asyncio.to_thread(sample_if_present, Path(run.path), run.pid)
-            if event is not None:
-                self.ctx.bus.publish(event)
+        wanted = [
+            (Path(run.path), run.pid if run.status not in FINISHED_STATUSES else None)
+            for run in runs
+        ]
+        self.ctx.bus.publish_many(await asyncio.to_thread(samples_for, wanted))

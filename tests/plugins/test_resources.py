@@ -13,7 +13,7 @@ from tunewatch.daemon.config import Settings
 from tunewatch.daemon.events import ResourceSample, StatusChanged
 from tunewatch.daemon.plugin import PluginContext
 from tunewatch.daemon.store import AsyncStore
-from tunewatch.plugins.resources import ResourcesConfig, ResourcesPlugin, sample
+from tunewatch.plugins.resources import ResourcesConfig, ResourcesPlugin, sample, samples_for
 
 
 def test_a_sample_describes_the_disk_memory_and_trainer(tmp_path: Path) -> None:
@@ -61,3 +61,19 @@ async def test_the_plugin_publishes_a_sample_per_run(tmp_path: Path) -> None:
     assert len(seen) == 1
     assert seen[0].disk_path == str(run_dir)
     assert seen[0].trainer_pid == os.getpid()
+
+
+def test_finished_runs_on_one_disk_cost_one_sample_and_each_trainer_one(tmp_path: Path) -> None:
+    runs = []
+    for i in range(50):
+        run_dir = tmp_path / f"run-{i}"
+        run_dir.mkdir()
+        runs.append((run_dir, None))
+    trainer = tmp_path / "training-now"
+    trainer.mkdir()
+    runs.append((trainer, os.getpid()))
+    runs.append((tmp_path / "deleted-run", None))
+    samples = samples_for(runs)
+    assert [(s.disk_path, s.trainer_pid) for s in samples] == [(str(trainer), os.getpid())]
+    only_finished = samples_for(runs[:50])
+    assert len(only_finished) == 1 and only_finished[0].trainer_pid is None
