@@ -47,6 +47,7 @@ class _Subscription:
         maxsize: int,
         overflow: OverflowPolicy,
         on_drop: Callable[[], None] | None,
+        weigh: Callable[[Event], int] | None = None,
     ) -> None:
         self.name = name
         self.event_type = event_type
@@ -55,6 +56,8 @@ class _Subscription:
         self.overflow = overflow
         self.on_drop = on_drop
         self.queue: deque[Event] = deque()
+        self.weigh = weigh
+        self.weight = 0  # what the queue holds, in `weigh` units (events when None)
         self.wakeup = asyncio.Event()
         self.delivered = 0
         self.dropped = 0
@@ -64,15 +67,20 @@ class _Subscription:
         self.task: asyncio.Task[None] | None = None
 
     def offer(self, event: Event) -> None:
-        if len(self.queue) >= self.maxsize:
+        weight = 1 if self.weigh is None else self.weigh(event)
+        if self.queue and self.weight + weight > self.maxsize:
             self.dropped += 1
             if self.on_drop is not None:
                 self.on_drop()
             if self.overflow == "drop_newest":
                 return
-            self.queue.popleft()
+            self.weight -= self._weight_of(self.queue.popleft())
         self.queue.append(event)
+        self.weight += weight
         self.wakeup.set()
+
+    def _weight_of(self, event: Event) -> int:
+        return 1 if self.weigh is None else self.weigh(event)
 
     async def run(self) -> None:
         while True:
@@ -83,6 +91,7 @@ class _Subscription:
                 await self.wakeup.wait()
                 continue
             event = self.queue.popleft()
+            self.weight -= self._weight_of(event)
             self.handling = True
             try:
                 result = self.handler(event)
@@ -134,12 +143,14 @@ class EventBus:
         maxsize: int | None = None,
         overflow: OverflowPolicy = "drop_oldest",
         on_drop: Callable[[], None] | None = None,
+        weigh: Callable[[E], int] | None = None,
     ) -> Callable[[], None]:
         """Call `handler` for every published `event_type`; returns a function that unsubscribes.
 
         `on_drop` is called (in the publisher's turn, so it must be quick) each time the full
         queue loses an event: a subscriber that must see everything re-reads the store then.
-        Must be called from inside the running event loop.
+        `weigh` says what an event costs the queue (default 1), so `maxsize` can bound what
+        matters, e.g. points rather than events. Must be called from inside the running loop.
         """
         if self._closed:
             raise RuntimeError("the event bus is closed")
@@ -150,6 +161,7 @@ class EventBus:
             maxsize or self._default_maxsize,
             overflow,
             on_drop,
+            weigh,  # type: ignore[arg-type]
         )
         sub.task = asyncio.get_running_loop().create_task(sub.run(), name=f"bus:{sub.name}")
         self._subscriptions.append(sub)

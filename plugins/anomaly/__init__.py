@@ -25,6 +25,7 @@ from tunewatch.daemon.events import (
     BestModelFound,
     CaughtUp,
     Event,
+    MetricsBatch,
     MetricsEvent,
     MetricsLogged,
 )
@@ -43,14 +44,18 @@ from tunewatch.plugins.anomaly.tracking import (
     saved_cursor,
 )
 
-# Without an alert, state is saved at most this often; an alert always saves first.
-SAVE_INTERVAL_S = 5.0
+# Without an alert, state is saved at most this often; an alert always saves first. A crash
+# loses no alert and repeats none (the points after the saved position are judged again), so
+# saving rarely only makes that replay longer: with a hundred runs logging, saving every run's
+# detectors every few seconds would cost more than judging the points.
+SAVE_INTERVAL_S = 60.0
 # Points judged per step of a replay (~30 ms of the event loop at ~14 µs a point).
 REPLAY_PAGE = 2_000
-# Events queued for the detectors. A catch-up publishes faster than the detectors run; past
+# Points queued for the detectors. A catch-up publishes faster than the detectors run; past
 # this the bus drops events and the plugin reads the points from the store instead, so memory
-# stays bounded (a batch holds up to ~5,000 points) and no point is skipped.
-QUEUE_EVENTS = 32
+# stays bounded and no point is skipped. Counted in points, not events: a catch-up batch holds
+# thousands, a line appended live one, and a hundred runs logging at once must not overflow it.
+QUEUE_POINTS = 20_000
 # Run trackers kept in memory, the most recently fed (about 20 kB each): ten thousand finished
 # runs would otherwise hold 200 MB for nothing. Another run's tracker is loaded from its saved
 # state when its next point comes (about a millisecond); the one it replaces is saved first.
@@ -95,9 +100,10 @@ class AnomalyPlugin:
                 MetricsEvent,
                 self.on_metrics,
                 name="anomaly",
-                maxsize=QUEUE_EVENTS,
+                maxsize=QUEUE_POINTS,
                 overflow="drop_newest",
                 on_drop=self._on_dropped,
+                weigh=_points_in,
             )
         )
         self._unsubscribe.append(
@@ -374,6 +380,10 @@ class AnomalyPlugin:
         if event is not None:
             await self._save(run, tracking)  # before publishing, as for any alert
         return event
+
+
+def _points_in(event: MetricsEvent) -> int:
+    return len(event) if isinstance(event, MetricsBatch) else 1
 
 
 def _point(logged: MetricPoint | MetricsLogged) -> Point:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import pytest
 
 from tunewatch.daemon.bus import EventBus
 from tunewatch.daemon.events import Event, MetricsLogged, SourceError, StatusChanged
+
+
+@dataclass(frozen=True, slots=True)
+class Ping(Event):
+    n: int
 
 
 def metric(step: int) -> MetricsLogged:
@@ -165,3 +171,31 @@ async def test_subscribe_after_close_is_refused() -> None:
     await bus.close()
     with pytest.raises(RuntimeError):
         bus.subscribe(MetricsLogged, lambda e: None)
+
+
+async def test_a_weighed_queue_is_bounded_by_weight_not_by_events() -> None:
+    bus = EventBus()
+    seen: list[int] = []
+    dropped: list[int] = []
+    gate = asyncio.Event()
+
+    async def slow(event: Ping) -> None:
+        await gate.wait()
+        seen.append(event.n)
+
+    bus.subscribe(
+        Ping,
+        slow,
+        maxsize=10,
+        overflow="drop_newest",
+        on_drop=lambda: dropped.append(1),
+        weigh=lambda e: e.n,
+    )
+    await asyncio.sleep(0)
+    for n in (4, 4, 1, 3, 1):  # 4+4+1 fit in 10; 3 does not; 1 does
+        bus.publish(Ping(n))
+    gate.set()
+    await bus.drain(1.0)
+    assert seen == [4, 4, 1, 1]
+    assert len(dropped) == 1
+    await bus.close()

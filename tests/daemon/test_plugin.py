@@ -168,5 +168,5 @@ async def test_what_a_starting_plugin_publishes_reaches_plugins_started_after_it
         bus.publish(CaughtUp(last_seq=7))  # e.g. an alert from the anomaly plugin's replay
         bus.subscribe(Event, seen.append)  # e.g. the notify plugin, which starts later
     await bus.drain(1.0)
-    assert seen == [CaughtUp(last_seq=7, time=seen[0].time)]
+    assert [(type(e), getattr(e, "last_seq", None)) for e in seen] == [(CaughtUp, 7)]
     await bus.close()

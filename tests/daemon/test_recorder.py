@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 from tunewatch.daemon.bus import EventBus
-from tunewatch.daemon.events import AnomalyDetected, BestModelFound, MetricsLogged
+from tunewatch.daemon.events import AnomalyDetected, BestModelFound, Event, MetricsLogged
 from tunewatch.daemon.recorder import HistoryRecorder
 from tunewatch.daemon.store import AsyncStore
 
@@ -25,12 +26,12 @@ async def test_a_burst_of_ten_thousand_bests_is_recorded_whole_in_a_few_commits(
     calls = 0
     real = store.store.record_many
 
-    def counted(events: list[BestModelFound]) -> list[int]:
+    def counted(events: Sequence[Event]) -> list[int]:
         nonlocal calls
         calls += 1
         return real(events)
 
-    store.store.record_many = counted  # type: ignore[method-assign]
+    store.store.record_many = counted  # type: ignore[method-assign]  # counts the commits
     for step in range(1, 10_001):
         bus.publish(best(step))
         if step % 50 == 0:

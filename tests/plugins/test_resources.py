@@ -64,7 +64,7 @@ async def test_the_plugin_publishes_a_sample_per_run(tmp_path: Path) -> None:
 
 
 def test_finished_runs_on_one_disk_cost_one_sample_and_each_trainer_one(tmp_path: Path) -> None:
-    runs = []
+    runs: list[tuple[Path, int | None]] = []
     for i in range(50):
         run_dir = tmp_path / f"run-{i}"
         run_dir.mkdir()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+import tunewatch.plugins.anomaly as anomaly_plugin
 from tunewatch.daemon.bus import EventBus
 from tunewatch.daemon.config import Settings
 from tunewatch.daemon.events import (
@@ -259,9 +260,10 @@ async def test_the_same_step_from_two_sources_is_judged_once(store: AsyncStore) 
 
 
 async def test_points_the_bus_drops_in_a_burst_are_read_from_the_store(
-    store: AsyncStore,
+    store: AsyncStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A catch-up publishes far faster than detectors run: nothing may be skipped for that."""
+    monkeypatch.setattr(anomaly_plugin, "QUEUE_POINTS", 32)  # a burst larger than the queue
     run_id = await store.call(store.store.ensure_run, "/runs/a", "run-a")
     h = Harness(store, run_id)
     await h.plugin.start()
