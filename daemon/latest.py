@@ -17,6 +17,10 @@ from tunewatch.daemon.events import MetricsBatch
 
 _DOUBLE = struct.Struct("<d")
 
+# The metrics whose newest value is kept: what `tunewatch status` shows. Keeping every metric
+# would cost an upsert per metric per logged line (a hundred runs logging at once).
+TRACKED_METRICS = frozenset({"loss", "eval_loss", "accuracy", "eval_accuracy", "total_steps"})
+
 # Values are 8-byte little-endian doubles: SQLite turns a REAL NaN into NULL, and a NaN loss is
 # exactly what status must show.
 LATEST_SCHEMA = """
@@ -81,7 +85,8 @@ class Latest:
         """Note one point (points come in seq order)."""
         self.sources[source] = (seq, step, time)
         for name, value in metrics.items():
-            self.metrics[name] = (seq, step, time, value)
+            if name in TRACKED_METRICS:
+                self.metrics[name] = (seq, step, time, value)
 
     def add_batch(self, batch: MetricsBatch) -> None:
         """Note a batch by its last point: every column has a value there."""
@@ -93,7 +98,11 @@ class Latest:
             batch.seq + last,
             batch.steps[last],
             batch.times[last],
-            {name: column[last] for name, column in batch.columns.items()},
+            {
+                name: column[last]
+                for name, column in batch.columns.items()
+                if name in TRACKED_METRICS
+            },
         )
 
     def metric_rows(self, run_id: int) -> list[tuple[object, ...]]:
@@ -116,7 +125,7 @@ class Latest:
 def latest_values(
     db: sqlite3.Connection, names: Iterable[str]
 ) -> dict[int, dict[str, LatestValue]]:
-    """Run id -> metric name -> its newest value, for the metrics `names`."""
+    """Run id -> metric name -> its newest value, for the metrics `names` (of TRACKED_METRICS)."""
     wanted = list(names)
     result: dict[int, dict[str, LatestValue]] = {}
     rows = db.execute(

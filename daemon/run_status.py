@@ -9,7 +9,7 @@ from typing import Any
 
 from tunewatch.daemon.history import fmt_duration, fmt_step, fmt_value
 from tunewatch.daemon.instance_lock import DaemonHealth
-from tunewatch.daemon.latest import LatestValue
+from tunewatch.daemon.latest import TRACKED_METRICS, LatestValue
 from tunewatch.daemon.store import FilePosition, Store
 from tunewatch.daemon.text import printable
 
@@ -43,14 +43,10 @@ class RunStatus:
         return data
 
 
-# The metrics status shows, newest value of each.
-_SHOWN = ("loss", "eval_loss", "accuracy", "eval_accuracy", "total_steps")
-
-
 def collect_status(store: Store, now: float | None = None) -> list[RunStatus]:
     """Every run's status, in a handful of queries whatever the number of runs."""
     now = time.time() if now is None else now
-    latest = store.latest_values(_SHOWN)
+    latest = store.latest_values(TRACKED_METRICS)
     newest = store.newest_points()
     points = store.point_counts()
     errors = store.event_counts("source_error")

@@ -229,7 +229,6 @@ def test_a_batch_is_stored_point_by_point_with_consecutive_seqs(tmp_path: Path) 
     assert math.isnan(points[1501].metrics["loss"])
     assert points[3000].metrics["loss"] == -math.inf
     assert store.point_counts()[run_id] == 3002
-    assert store.latest_values(["learning_rate"])[run_id]["learning_rate"].step == 3009
     latest_loss = store.latest_values(["loss"])[run_id]["loss"]
     assert (latest_loss.step, latest_loss.value) == (5000, 0.5)
     assert store.newest_points()[run_id] == (5000, after.time)
@@ -268,10 +267,19 @@ def test_points_with_different_metrics_keep_exactly_their_own(tmp_path: Path) ->
         (3, 3, "[('grad_norm', nan)]"),
         (5, 4, "[('loss', 1.8)]"),
     ]
-    latest = store.latest_values(["eval_loss", "accuracy", "grad_norm"])[run_id]
-    assert latest["eval_loss"].step == 2
+    latest = store.latest_values(["loss", "eval_loss", "accuracy", "grad_norm"])[run_id]
+    assert (latest["loss"].step, latest["eval_loss"].step) == (4, 2)
     assert "accuracy" not in latest
-    assert math.isnan(latest["grad_norm"].value)  # a NaN survives (SQLite REAL would not)
+    assert "grad_norm" not in latest  # status does not show it: not kept
+    store.close()
+
+
+def test_a_nan_loss_is_the_newest_loss_status_shows(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    run_id = store.ensure_run("/r", "run-a")
+    store.commit_batch(run_id, [metric(1, loss=2.0), metric(2, loss=math.nan)], None)
+    latest = store.latest_values(["loss"])[run_id]["loss"]
+    assert latest.step == 2 and math.isnan(latest.value)  # SQLite REAL would make it NULL
     store.close()
 
 
@@ -317,9 +325,8 @@ def test_a_version_1_database_is_upgraded_without_losing_a_point(tmp_path: Path)
     assert "metric_chunks_v1" not in tables and "chunks_by_run" in tables
     # Version 3: the newest values are filled from the points already stored.
     (run_id_v1,) = store.run_names()
-    loss = store.latest_values(["loss", "lr"])[run_id_v1]
+    loss = store.latest_values(["loss"])[run_id_v1]
     assert (loss["loss"].step, loss["loss"].value) == (30, -math.inf)
-    assert loss["lr"].step == 20
     assert store.newest_points()[run_id_v1] == (30, 3.0)
     run_id = store.ensure_run("/r", "run-a")
     new: list[RunEvent] = [metric(40), status("training", 40, "training_status.json")]
