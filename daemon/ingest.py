@@ -43,7 +43,7 @@ from tunewatch.daemon.sources.file_access import SourceFault, signature_of
 from tunewatch.daemon.sources.inotify import FileWakeups
 from tunewatch.daemon.sources.run_sources import Follower, RunSources, make_follower
 from tunewatch.daemon.sources.tailer import LogTailer, TailBatch
-from tunewatch.daemon.store import AsyncStore, FileState, StoreFailure
+from tunewatch.daemon.store import AsyncStore, Batch, FileState, StoreFailure
 from tunewatch.daemon.text import storable_text
 
 log = structlog.get_logger(__name__)
@@ -163,33 +163,37 @@ class Ingest:
 
     async def process_hot(self, files: Sequence[tuple[RunSources, SourceKind, Path]]) -> None:
         """`process` for open logs (`is_hot`), in one trip to a worker thread for all reads
-        and one grouped commit: many runs logging at once cost little more than one.
+        and one commit for all: many runs logging at once cost little more than one.
 
         Raises `StoreFailure` once every file it kept out was marked to be read again.
         """
         tailers = [run.followers[run.follower_key(kind, path)] for run, kind, path in files]
         assert all(isinstance(t, LogTailer) for t in tailers)
         read = await asyncio.to_thread(_read_each, cast(list[LogTailer], tailers))
-        recording: list[tuple[RunSources, SourceKind, Path, asyncio.Future[Sequence[RunEvent]]]]
-        recording = []
+        recording: list[tuple[RunSources, SourceKind, Path]] = []
+        batches: list[Batch] = []
         for (run, kind, path), tailer, result in zip(files, tailers, read, strict=True):
             if isinstance(result, Exception):
                 await self._contain(run, kind, path, result)
             elif result is not None:
-                future = asyncio.ensure_future(self._record(run, result.events, result.state))
-                recording.append((run, kind, path, future))
+                recording.append((run, kind, path))
+                batches.append((run.run_id, result.events, result.state))
                 assert isinstance(tailer, LogTailer) and tailer.last_stat is not None
                 self._touch(run, tailer.last_stat.st_mtime)
                 if not result.at_end:
                     self.mark(run, kind, path)  # more to read: the next round reads on
+        if not batches:
+            return
+        results = await self.store.call(self.store.store.commit_batches, batches)
         failure: StoreFailure | None = None
-        for run, kind, path, recorded in recording:
-            try:
-                self._publish(await recorded)
-            except StoreFailure as exc:
+        for (run, kind, path), recorded in zip(recording, results, strict=True):
+            if isinstance(recorded, StoreFailure):
                 await self.retire(run, run.follower_key(kind, path), remember=False)
                 self.mark(run, kind, path)
-                failure = exc
+                failure = recorded
+                continue
+            self._recorded(run, recorded)
+            self._publish(recorded)
         if failure is not None:
             raise failure
 
@@ -288,10 +292,14 @@ class Ingest:
     ) -> Sequence[RunEvent]:
         """Commit events (and the file position after them); returns what was recorded."""
         recorded = await self.store.commit(run.run_id, events, state)
+        self._recorded(run, recorded)
+        return recorded
+
+    def _recorded(self, run: RunSources, recorded: Sequence[RunEvent]) -> None:
+        """What follows a commit that went in."""
         if self.recording_failure is not None:
             self._recording_resumed()
         _follow_status(run, recorded, live=self.live)
-        return recorded
 
     def _publish(self, events: Sequence[RunEvent]) -> None:
         self.batches_committed += 1

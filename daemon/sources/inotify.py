@@ -33,7 +33,7 @@ _IN_CLOEXEC = os.O_CLOEXEC
 # left unread for GROUP_WINDOW_S: the kernel keeps the events, merging repeats to one file, and
 # the next read takes them all, so one wake-up serves many lines. A lone change is read at once.
 BUSY_GAP_S = 0.010
-GROUP_WINDOW_S = 0.020
+GROUP_WINDOW_S = 0.050
 
 FILE_EVENTS = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (struct inotify_event)
