@@ -290,3 +290,19 @@ def test_a_plugin_that_dies_while_running_is_reported_at_once(tmp_path: Path) ->
         append(run / "train.jsonl", lines(range(4, 6)))  # the rest goes on
         daemon.wait_for(lambda: list(metric_steps(daemon.db)) == [1, 2, 3, 4, 5], what="lines")
         assert daemon.stop() == 0
+
+
+def test_a_run_folder_whose_name_is_not_utf8_neither_crashes_start_nor_status(
+    tmp_path: Path,
+) -> None:
+    runs = tmp_path / "runs"
+    make_run(runs, "good")
+    odd = Path(os.fsdecode(os.fsencode(runs) + b"/r\xff\xfe"))
+    make_run(odd.parent, odd.name)
+    daemon = DaemonProcess(tmp_path)
+    result = daemon.cli("run", "--once", "--no-notifications", str(runs / "*"), check=False)
+    assert result.returncode == 0, result.stderr
+    names = sorted(r["name"] for r in daemon.status()["runs"])
+    assert names == ["good", "r\\udcff\\udcfe"]
+    text = daemon.cli("status").stdout
+    assert "r\\udcff\\udcfe" in text
