@@ -9,7 +9,10 @@ from __future__ import annotations
 import math
 import os
 import platform
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,3 +110,33 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def say(text: str = "") -> None:
     """Progress goes to stderr so that stdout holds only the results."""
     print(text, file=sys.stderr, flush=True)
+
+
+def wait_ready(
+    notify: socket.socket, daemon: subprocess.Popen[bytes], log: Path, timeout_s: float
+) -> None:
+    """Block until the daemon sends READY=1 on `notify` (its NOTIFY_SOCKET, with a timeout set);
+    a daemon that exits or takes longer raises, with the end of its log."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if daemon.poll() is not None:
+            raise RuntimeError(f"daemon exited {daemon.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            data = notify.recv(4096)
+        except TimeoutError:
+            continue
+        if "READY=1" in data.decode().splitlines():
+            return
+    raise RuntimeError(f"no READY=1 within {timeout_s:g} s:\n{log.read_text()[-4000:]}")
+
+
+def vm_hwm(pid: int) -> int | None:
+    """Peak RSS of `pid` in bytes (VmHWM), None when the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return None

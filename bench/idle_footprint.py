@@ -26,7 +26,16 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import psutil
-from _common import MIB, cpu_seconds, machine_description, markdown_table, ratio, say
+from _common import (
+    MIB,
+    cpu_seconds,
+    machine_description,
+    markdown_table,
+    ratio,
+    say,
+    vm_hwm,
+    wait_ready,
+)
 from simulate_run import loss_at, write_bulk, write_status
 
 RUNS = 5
@@ -156,31 +165,6 @@ class Measured:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait(30)
-
-
-def vm_hwm(pid: int) -> int | None:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return None
-
-
-def wait_ready(notify: socket.socket, daemon: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if daemon.poll() is not None:
-            raise RuntimeError(f"daemon exited {daemon.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            data = notify.recv(4096)
-        except TimeoutError:
-            continue
-        if "READY=1" in data.decode().splitlines():
-            return
-    raise RuntimeError(f"no READY=1 within {READY_TIMEOUT_S:g} s:\n{log.read_text()[-4000:]}")
 
 
 def write_config(home: Path, watch_step_ms: int | None) -> None:
@@ -432,7 +416,7 @@ def run(home: Path, args: argparse.Namespace) -> str:
         started = time.monotonic()
         daemon = Measured("tunewatch run", start_daemon(home, run_dirs, notify_path, args.env))
         processes.append(daemon)
-        wait_ready(notify, daemon.popen, home / "daemon.log")
+        wait_ready(notify, daemon.popen, home / "daemon.log", READY_TIMEOUT_S)
         ready_s = time.monotonic() - started
         tail = subprocess.Popen(
             ["tail", "-F", "-n0", *(str(d / LOG_NAME) for d in run_dirs)],

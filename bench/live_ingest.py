@@ -34,7 +34,15 @@ from typing import IO
 
 import orjson
 import psutil
-from _common import LatencySummary, cpu_seconds, machine_description, markdown_table, ratio, say
+from _common import (
+    LatencySummary,
+    cpu_seconds,
+    machine_description,
+    markdown_table,
+    ratio,
+    say,
+    wait_ready,
+)
 
 LOG_NAME = "trainer_log.jsonl"
 PREFIX_LINES = 100
@@ -183,10 +191,7 @@ def measure_daemon(root: Path, runs: Sequence[Path], lines: int, interval_s: flo
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 120
-        while b"READY=1" not in notify.recv(4096):
-            if time.monotonic() > deadline or daemon.poll() is not None:
-                raise RuntimeError((home / "daemon.log").read_text()[-3000:])
+        wait_ready(notify, daemon, home / "daemon.log", 120.0)
         time.sleep(2.0)  # the watcher's start-up rescan
         arrivals: dict[int, int] = {}
         stop = threading.Event()

@@ -28,7 +28,16 @@ from pathlib import Path
 
 import orjson
 import psutil
-from _common import MIB, cpu_seconds, machine_description, markdown_table, ratio, say
+from _common import (
+    MIB,
+    cpu_seconds,
+    machine_description,
+    markdown_table,
+    ratio,
+    say,
+    vm_hwm,
+    wait_ready,
+)
 from simulate_run import write_bulk, write_status
 
 READY_TIMEOUT_S = 1800.0
@@ -72,13 +81,6 @@ def inotify_watches(pid: int) -> int:
     return total
 
 
-def vm_hwm_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024 / MIB
-    return float("nan")
-
-
 def limit_open_files() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (SYSTEMD_NOFILE, SYSTEMD_NOFILE))
 
@@ -107,7 +109,7 @@ def start(home: Path, runs: Path, idle_s: float) -> Start:
             preexec_fn=limit_open_files,
         )
     try:
-        wait_ready(notify, daemon, home / "daemon.log")
+        wait_ready(notify, daemon, home / "daemon.log", READY_TIMEOUT_S)
         ready_s = time.monotonic() - started
         proc = psutil.Process(daemon.pid)
         settled_s = wait_settled(proc)
@@ -125,7 +127,7 @@ def start(home: Path, runs: Path, idle_s: float) -> Start:
             check=True,
         ).stdout
         status_s = time.monotonic() - status_started
-        peak = vm_hwm_mb(daemon.pid)
+        peak = (vm_hwm(daemon.pid) or 0) / MIB
     finally:
         daemon.terminate()
         daemon.wait(60)
@@ -152,20 +154,6 @@ def wait_settled(proc: psutil.Process) -> float:
         time.sleep(1.0)
         quiet = quiet + 1 if 100 * (cpu_seconds(proc) - before) < SETTLED_CPU_PERCENT else 0
     return time.monotonic() - started - 2.0
-
-
-def wait_ready(notify: socket.socket, daemon: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if daemon.poll() is not None:
-            raise RuntimeError(f"daemon exited {daemon.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            data = notify.recv(4096)
-        except TimeoutError:
-            continue
-        if "READY=1" in data.decode().splitlines():
-            return
-    raise RuntimeError(f"no READY=1 within {READY_TIMEOUT_S:g} s")
 
 
 def read_everything_once(runs: Path) -> float:
