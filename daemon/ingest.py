@@ -194,6 +194,9 @@ class Ingest:
                 continue
             self._recorded(run, recorded)
             self._publish(recorded)
+            opened = (run.path, run.follower_key(kind, path))
+            if opened in self._open:
+                self._open.move_to_end(opened)  # the most recently written stay open
         if failure is not None:
             raise failure
 
@@ -360,9 +363,6 @@ class Ingest:
             for key in list(run.followers):
                 await self.retire(run, key, remember=False)
             run.resting.clear()
-
-    def open_files(self) -> int:
-        return len(self._open)
 
     # -- faults -----------------------------------------------------------------------------------
 

@@ -123,9 +123,6 @@ class FileWakeups:
         self._paths.pop(wd, None)
         self._libc.inotify_rm_watch(self._fd, wd)  # fails harmlessly if the file is gone
 
-    def watching(self) -> int:
-        return len(self._wds)
-
     def is_watching(self, path: Path) -> bool:
         return path in self._wds
 
