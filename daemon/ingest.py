@@ -65,6 +65,11 @@ ACTIVE_WINDOW_S = 6 * 3600.0
 # soft limit of 1,024 descriptors.
 MAX_OPEN_FILES = 256
 
+# Files with more than this left to read count as bulk; at most BULK_READERS are read at once
+# (the peak memory of a catch-up), however many runs drain together.
+BULK_BACKLOG_BYTES = 256 << 10
+BULK_READERS = 2
+
 Mark = Callable[[RunSources, SourceKind, Path], None]
 
 
@@ -128,6 +133,7 @@ class Ingest:
         self._reading: tuple[Path, float] | None = None  # the read in flight, since (monotonic)
         self._errors_logged: Counter[tuple[str, str]] = Counter()
         self._open: OrderedDict[tuple[Path, str], RunSources] = OrderedDict()
+        self._bulk = asyncio.Semaphore(BULK_READERS)
 
     # -- one file -------------------------------------------------------------------------------
 
@@ -251,6 +257,17 @@ class Ingest:
         return await self.store.call(self.store.store.file_state, key)
 
     async def _ingest_log(self, run: RunSources, follower: LogTailer) -> None:
+        # A long backlog (a big log read at start) is read by at most BULK_READERS workers at a
+        # time: each holds about a MiB of lines and their parsed records while it works.
+        if follower.backlog() > BULK_BACKLOG_BYTES:
+            async with self._bulk:
+                await self._read_and_record(run, follower)
+        else:
+            await self._read_and_record(run, follower)
+        if follower.last_stat is not None:  # written lately, even if tunewatch read it before
+            self._touch(run, follower.last_stat.st_mtime)
+
+    async def _read_and_record(self, run: RunSources, follower: LogTailer) -> None:
         # Parse the next batch while the store thread commits the previous one (SQLite releases
         # the GIL while it writes); events are still published only after their commit.
         in_flight: asyncio.Future[Sequence[RunEvent]] | None = None
@@ -265,8 +282,6 @@ class Ingest:
             # Even when reading failed, what was committed is published.
             if in_flight is not None:
                 self._publish(await in_flight)
-        if follower.last_stat is not None:  # written lately, even if tunewatch read it before
-            self._touch(run, follower.last_stat.st_mtime)
 
     def _touch(self, run: RunSources, written: float) -> None:
         """`run` got data written at `written` (unix time)."""

@@ -86,6 +86,13 @@ class LogTailer:
     def is_open(self) -> bool:
         return self._fh is not None
 
+    def backlog(self) -> int:
+        """Bytes written after the committed position, as far as one stat tells (0 if unknown)."""
+        try:
+            return max(os.stat(self.path).st_size - self.state.offset, 0)
+        except OSError:
+            return 0
+
     async def read(self, max_bytes: int = READ_CHUNK_BYTES) -> TailBatch | None:
         """Parse up to about `max_bytes` of new data; None when there is nothing new.
 
