@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from tunewatch.daemon.history import fmt_duration, fmt_step, fmt_value
@@ -38,7 +38,9 @@ class RunStatus:
         return min(self.step / self.total_steps, 1.0)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        """The fields as a dict for orjson (which writes the nested dataclasses itself: the
+        deep copy of `dataclasses.asdict` took most of `status --json` with 10,000 runs)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["progress"] = self.progress
         return data
 

@@ -270,8 +270,17 @@ class Store:
 
     def _check_version(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version != SCHEMA_VERSION:
-            raise StoreError(f"{self.path}: schema version {version}, expected {SCHEMA_VERSION}")
+        if version < SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by an older tunewatch (schema {version}); restart the "
+                "daemon once (`systemctl --user restart tunewatch` or `tunewatch run`) to "
+                "upgrade it"
+            )
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer tunewatch (schema {version}); upgrade "
+                "tunewatch"
+            )
 
     def _max_seq(self) -> int:
         row = self.db.execute(

@@ -422,3 +422,15 @@ def test_status_shows_the_step_a_resumed_run_is_at_not_the_highest_it_reached(
     store.commit_batch(run_id, [metric(s) for s in range(21, 36)], None)  # resumed from 20
     assert store.newest_points()[run_id][0] == 35
     store.close()
+
+
+def test_a_reader_of_a_database_from_an_older_version_is_told_how_to_upgrade_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    Store(path).close()
+    old = sqlite3.connect(path)
+    old.execute("PRAGMA user_version = 2")
+    old.close()
+    with pytest.raises(StoreError, match="older tunewatch.*restart the daemon once"):
+        Store(path, readonly=True)
