@@ -6,7 +6,7 @@ cannot be read is reported once and retried with backoff; a store that refuses w
 ingest without losing anything (positions do not advance) and is retried until it works.
 
 Followers cost a descriptor and memory, so only files written to lately stay open (at most
-`MAX_OPEN_FILES`); the others are let go once read to their end and remembered by their
+`open_file_budget()`); the others are let go once read to their end and remembered by their
 signature, which a later stat compares against before anything is opened again.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
@@ -61,8 +62,8 @@ STORE_RETRY_MAX_S = 60.0
 IDLE_CLOSE_S = 300.0
 # A run not written for this long (or finished) gets no watches: the slow rescan covers it.
 ACTIVE_WINDOW_S = 6 * 3600.0
-# Files kept open at most, the most recently written first; far below systemd's default
-# soft limit of 1,024 descriptors.
+# Files kept open at most, the most recently written first: this many, or a quarter of the
+# open-file limit if that is less (the store, sockets, watches and plugins need the rest).
 MAX_OPEN_FILES = 256
 
 # Files with more than this left to read count as bulk; at most BULK_READERS are read at once
@@ -134,6 +135,7 @@ class Ingest:
         self._errors_logged: Counter[tuple[str, str]] = Counter()
         self._open: OrderedDict[tuple[Path, str], RunSources] = OrderedDict()
         self._bulk = asyncio.Semaphore(BULK_READERS)
+        self._open_budget = open_file_budget()
 
     # -- one file -------------------------------------------------------------------------------
 
@@ -337,7 +339,7 @@ class Ingest:
             self.wakeups.watch(follower.path)
             self._open[(run.path, key)] = run
             self._open.move_to_end((run.path, key))
-            while len(self._open) > MAX_OPEN_FILES:
+            while len(self._open) > self._open_budget:
                 (_path, oldest), oldest_run = self._open.popitem(last=False)
                 await self.retire(oldest_run, oldest)
 
@@ -476,6 +478,14 @@ class Ingest:
                     run=event.run,
                     source=event.source,
                 )
+
+
+def open_file_budget() -> int:
+    """How many source files may stay open at once under this process's open-file limit."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_OPEN_FILES
+    return max(1, min(MAX_OPEN_FILES, soft // 4))
 
 
 def _read_each(tailers: Sequence[LogTailer]) -> list[TailBatch | Exception | None]:

@@ -306,3 +306,21 @@ def test_a_run_folder_whose_name_is_not_utf8_neither_crashes_start_nor_status(
     assert names == ["good", "r\\udcff\\udcfe"]
     text = daemon.cli("status").stdout
     assert "r\\udcff\\udcfe" in text
+
+
+def test_hundreds_of_runs_fit_in_a_small_open_file_limit(tmp_path: Path) -> None:
+    """Every followed file used to keep a descriptor: 1,500 runs broke systemd's 1,024."""
+    runs = tmp_path / "runs"
+    for i in range(300):
+        make_run(runs, f"run-{i:03d}", steps=range(1, 3))
+    limit = ["bash", "-c", 'ulimit -n 128 && exec "$0" "$@"']
+    with DaemonProcess(tmp_path, wrapper=limit) as daemon:
+        daemon.start(str(runs / "*"))
+        assert daemon.proc is not None
+        assert len(os.listdir(f"/proc/{daemon.proc.pid}/fd")) < 64
+        append(runs / "run-299" / "train.jsonl", lines(range(3, 5)))
+        daemon.wait_for(
+            lambda: len(metric_steps(daemon.db)) == 300 * 2 + 2, what="every line, then two more"
+        )
+        assert daemon.stop() == 0
+    assert "Too many open files" not in daemon.log()
