@@ -432,5 +432,5 @@ def test_a_reader_of_a_database_from_an_older_version_is_told_how_to_upgrade_it(
     old = sqlite3.connect(path)
     old.execute("PRAGMA user_version = 2")
     old.close()
-    with pytest.raises(StoreError, match="older tunewatch.*restart the daemon once"):
+    with pytest.raises(StoreError, match=r"older tunewatch.*restart the daemon once"):
         Store(path, readonly=True)
