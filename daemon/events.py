@@ -234,7 +234,11 @@ class ResourceSample(Event):
 
 @dataclass(frozen=True, slots=True)
 class AnomalyDetected(Event):
-    """A detector found something a person should look at."""
+    """A detector found something: recorded always, pushed to a person when `push`.
+
+    `push` is False for `info` findings (worth recording, not worth waking anyone for) and for
+    an episode of the same kind that comes back within the plugin's cooldown.
+    """
 
     run: str
     step: int
@@ -245,17 +249,19 @@ class AnomalyDetected(Event):
     expected: float | None
     detail: str
     time: float = field(default_factory=_now)
+    push: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class AnomalyResolved(Event):
-    """An active anomaly is over (the metric is back in range)."""
+    """An active anomaly is over (the metric is back in range); `push` when its start was."""
 
     run: str
     step: int
     kind: str
     metric: str
     time: float = field(default_factory=_now)
+    push: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -287,9 +287,18 @@ class AnomalyPlugin:
             if fresh is None:
                 continue
             verdict = tracking.detectors.update(fresh)
-            events.extend(_anomaly(run, a.finding) for a in verdict.alerts)
             events.extend(
-                AnomalyResolved(run=run, step=r.step, kind=r.kind, metric=r.metric)
+                _anomaly(run, a.finding, push=a.push, when=fresh.time) for a in verdict.alerts
+            )
+            events.extend(
+                AnomalyResolved(
+                    run=run,
+                    step=r.step,
+                    kind=r.kind,
+                    metric=r.metric,
+                    time=fresh.time,
+                    push=r.push,
+                )
                 for r in verdict.recoveries
             )
             if verdict.new_best is not None:
@@ -397,7 +406,11 @@ def _put_state(store: Store, plugin: str, run: str, state: str, position: SavedP
     )
 
 
-def _anomaly(run: str, finding: Finding) -> AnomalyDetected:
+def _anomaly(
+    run: str, finding: Finding, *, push: bool = True, when: float | None = None
+) -> AnomalyDetected:
+    """The event of a finding; `when` is the point's own time (so the history says when it
+    happened, not when tunewatch read it), now when unknown."""
     return AnomalyDetected(
         run=run,
         step=finding.step,
@@ -407,6 +420,8 @@ def _anomaly(run: str, finding: Finding) -> AnomalyDetected:
         value=finding.value,
         expected=finding.expected,
         detail=finding.detail,
+        time=time.time() if when is None else when,
+        push=push,
     )
 
 

@@ -31,6 +31,9 @@ class AnomalyConfig:
     eval_warmup_points: int = 3
 
     non_finite_metrics: tuple[str, ...] = ("loss", "eval_loss", "grad_norm")
+    # A non-finite value of a metric that is not a loss (grad_norm) is info until it lasts
+    # this many logged points: fp16 training skips an overflowing step by design.
+    non_finite_persist_points: PositiveInt = 3
 
     spike_metrics: tuple[str, ...] = ("loss", "eval_loss")
     # A rolling median needs a few points; a shorter window would never judge (spikes off).
@@ -57,7 +60,7 @@ class AnomalyConfig:
     zscore_warmup_points: int = 50
     # Nothing else guards this detector: at 0 sigmas every point off the mean is an outlier.
     zscore_sigmas: Annotated[float, GreaterThan(0)] = 5.0
-    zscore_severity: Literal["normal", "critical"] = "normal"
+    zscore_severity: Literal["info", "normal", "critical"] = "info"
 
     accuracy_metrics: tuple[str, ...] = ("accuracy", "eval_accuracy")
     accuracy_drop_points: float = 5.0

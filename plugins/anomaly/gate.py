@@ -1,10 +1,12 @@
 """From findings to what a person receives: the `AlertGate`, and `RunDetectors`, the entry point.
 
 Detectors report a condition on every point while it holds. The gate turns that level into
-one `Alert` per episode of (kind, metric), counts the repeats, sends one `Recovery` when the
-condition has been absent for a while, and does not re-send an alert within `cooldown_s` of the
-previous one. `RunDetectors` bundles every detector of one run with the best-model tracker and
-the gate: the plugin feeds it points and publishes its verdicts.
+one `Alert` per episode of (kind, metric), counts the repeats, and ends each episode with one
+`Recovery` when the condition has been absent for a while. Every episode is recorded; whether
+a person is told (`push`) is decided here too: never for `info` findings, and not again within
+`cooldown_s` of the last push for the same (kind, metric), on the points' own clock.
+`RunDetectors` bundles every detector of one run with the best-model tracker and the gate: the
+plugin feeds it points and publishes its verdicts.
 """
 
 from __future__ import annotations
@@ -30,37 +32,40 @@ BEST_MODEL = "best_model"
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """The first finding of an episode: what a person is told."""
+    """The first finding of an episode (recorded), and whether a person is told now."""
 
     finding: Finding
+    push: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class Recovery:
-    """An alerted episode is over; `findings` is how many points reported it."""
+    """An episode is over; `findings` is how many points reported it. `push` when its alert
+    was pushed (a person who was told it started is told it ended)."""
 
     kind: str
     metric: str
     step: int
     findings: int
+    push: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class GateCounts:
-    """Per (kind, metric), for the daily report: alerts sent, repeats and re-triggers held back."""
+    """Per (kind, metric), for the daily report: episodes, repeats and pushes held back."""
 
-    alerts: int = 0
+    alerts: int = 0  # episodes recorded
     repeats: int = 0  # findings while an episode was already active
-    suppressed: int = 0  # new episodes within `cooldown_s` of the last alert, not sent
+    suppressed: int = 0  # episodes not pushed: within `cooldown_s` of the last push
 
 
 @dataclass(slots=True)
 class _Episode:
     active: bool = False
-    alerted: bool = False  # whether this episode's alert was sent (so its recovery is too)
+    alerted: bool = False  # whether this episode was pushed (so its recovery is too)
     quiet: int = 0  # consecutive points carrying the metric without a finding
     findings: int = 0
-    last_alert_time: float | None = None
+    last_alert_time: float | None = None  # of the last push
     alerts: int = 0
     repeats: int = 0
     suppressed: int = 0
@@ -87,8 +92,9 @@ class AlertGate:
             if key in fired:
                 continue  # one finding per (kind, metric) and point is all the gate needs
             fired.add(key)
-            if self._on_finding(self._episodes.setdefault(key, _Episode()), point.time):
-                alerts.append(Alert(finding))
+            alert = self._on_finding(self._episodes.setdefault(key, _Episode()), finding, point)
+            if alert is not None:
+                alerts.append(alert)
         recoveries: list[Recovery] = []
         for (kind, metric), episode in self._episodes.items():
             if not episode.active or (kind, metric) in fired or metric not in point.metrics:
@@ -97,30 +103,32 @@ class AlertGate:
             if episode.quiet < self._quiet_needed(metric):
                 continue
             episode.active = False
-            if episode.alerted:
-                recoveries.append(Recovery(kind, metric, point.step, episode.findings))
+            recoveries.append(
+                Recovery(kind, metric, point.step, episode.findings, push=episode.alerted)
+            )
         return alerts, recoveries
 
-    def _on_finding(self, episode: _Episode, now: float) -> bool:
-        """Record one finding; True when it must be sent as an alert."""
+    def _on_finding(self, episode: _Episode, finding: Finding, point: Point) -> Alert | None:
+        """Record one finding; the alert of a new episode (pushed or not), or None."""
         episode.quiet = 0
+        pushable = finding.severity != "info"
         if not episode.active:
             episode.active, episode.alerted, episode.findings = True, False, 1
-            if not self._cooled_down(episode, now):
+            episode.alerts += 1
+            if pushable and not self._cooled_down(episode, point.time):
                 episode.suppressed += 1
-                return False
-            return self._send(episode, now)
+                return Alert(finding, push=False)
+            return Alert(finding, push=pushable and self._push(episode, point.time))
         episode.findings += 1
-        if episode.alerted or not self._cooled_down(episode, now):
+        if episode.alerted or not pushable or not self._cooled_down(episode, point.time):
             episode.repeats += 1
-            return False
-        # A re-trigger held back by the cooldown that is still going once the cooldown is over
+            return None
+        # An episode held back by the cooldown that is still going once the cooldown is over
         # is news again: a person must not believe the earlier recovery.
-        return self._send(episode, now)
+        return Alert(finding, push=self._push(episode, point.time))
 
-    def _send(self, episode: _Episode, now: float) -> bool:
+    def _push(self, episode: _Episode, now: float) -> bool:
         episode.alerted, episode.last_alert_time = True, now
-        episode.alerts += 1
         return True
 
     def _cooled_down(self, episode: _Episode, now: float) -> bool:
@@ -223,7 +231,9 @@ class RunDetectors:
 def build_detectors(config: AnomalyConfig) -> dict[str, Detector]:
     """The enabled detectors, keyed by a stable name (their state is saved under it)."""
     c = config
-    detectors: dict[str, Detector] = {"non_finite": NonFiniteDetector(c.non_finite_metrics)}
+    detectors: dict[str, Detector] = {
+        "non_finite": NonFiniteDetector(c.non_finite_metrics, c.non_finite_persist_points)
+    }
     for metric in c.spike_metrics:
         is_eval = metric.startswith("eval_")
         detectors[f"loss_spike:{metric}"] = LossSpikeDetector(

@@ -146,10 +146,12 @@ class NotifyPlugin:
     # -- events ---------------------------------------------------------------------------------
 
     def on_anomaly(self, event: AnomalyDetected) -> None:
-        self._emit(messages.anomaly_alert(event, self._run_dir(event.run)))
+        if event.push:  # the rest is recorded (`tunewatch events`) and summarised, not pushed
+            self._emit(messages.anomaly_alert(event, self._run_dir(event.run)))
 
     def on_recovery(self, event: AnomalyResolved) -> None:
-        self._emit(messages.recovery_alert(event, self._run_dir(event.run)))
+        if event.push:
+            self._emit(messages.recovery_alert(event, self._run_dir(event.run)))
 
     def on_validation(self, event: ValidationFinished) -> None:
         self._emit(messages.validation_alert(event))

@@ -36,7 +36,7 @@ def test_values_are_typed_and_lists_become_tuples() -> None:
     [
         ({"spike_mad_z": -1}, "[anomaly] spike_mad_z: expected a non-negative number"),
         ({"warmup_points": 2.5}, "[anomaly] warmup_points: expected a non-negative integer"),
-        ({"zscore_severity": "loud"}, "expected one of 'normal', 'critical'"),
+        ({"zscore_severity": "loud"}, "expected one of 'info', 'normal', 'critical'"),
         ({"spike_treshold": 3}, "[anomaly] unknown key 'spike_treshold'"),
     ],
 )
