@@ -25,7 +25,18 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "it",
         "trainer/global_step",
     ),
-    "loss": ("loss", "train_loss", "train/loss", "lm loss", "lm_loss"),
+    # Lightning suffixes `_step` and `_epoch` to a name logged with on_step and on_epoch both.
+    "loss": (
+        "loss",
+        "train_loss",
+        "train/loss",
+        "lm loss",
+        "lm_loss",
+        "train_loss_step",
+        "loss_step",
+    ),
+    # An epoch average: judged as `loss`, it would be a fake drop at the end of each epoch.
+    "train_loss_epoch": ("train_loss_epoch", "loss_epoch"),
     "eval_loss": (
         "eval_loss",
         "eval/loss",
@@ -33,11 +44,30 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "val/loss",
         "validation_loss",
         "valid_loss",
+        "val_loss_epoch",
     ),
     "learning_rate": ("lr", "learning_rate", "learning rate", "train/learning_rate"),
     "grad_norm": ("grad_norm", "grad norm", "gradient_norm", "train/grad_norm"),
-    "accuracy": ("accuracy", "acc", "train_accuracy", "train/accuracy"),
-    "eval_accuracy": ("eval_accuracy", "eval_acc", "val_acc", "val_accuracy", "eval/accuracy"),
+    "accuracy": (
+        "accuracy",
+        "acc",
+        "train_accuracy",
+        "train/accuracy",
+        "train_acc_step",
+        "acc_step",
+    ),
+    "eval_accuracy": (
+        "eval_accuracy",
+        "eval_acc",
+        "val_acc",
+        "val_accuracy",
+        "eval/accuracy",
+        "val_acc_epoch",
+        "validation_accuracy",
+    ),
+    # transformers' end-of-training summary under rewrite_logs (TensorBoard, W&B): the run's
+    # average loss, not a step's (`_resolve` would otherwise read it as `train_loss`).
+    "train/train_loss": ("train/train_loss",),
     "epoch": ("epoch", "train/epoch"),
     # A progress counter rather than a measurement, but kept as a metric so progress is stored.
     "total_steps": ("total_steps", "max_steps", "train_iters"),
@@ -62,10 +92,23 @@ _BY_NORMALISED: dict[str, str] = {
 _BY_NORMALISED.update({name: _SKIP for name in _IGNORED})
 
 
+# transformers' rewrite_logs (its TensorBoard and W&B callbacks, and logs exported from them)
+# writes the Trainer's `x` as `train/x` and `eval_x`, `test_x` as `eval/x`, `test/x`: a prefix
+# read back gives the Trainer's own name (`train/rewards/chosen` is TRL's `rewards/chosen`).
+_TRAINER_PREFIXES = {"train": "", "eval": "eval_", "test": "test_"}
+
+
 @functools.lru_cache(maxsize=4096)
 def _resolve(raw: str) -> str:
     """Canonical name for `raw`, or `_SKIP` for a bookkeeping key."""
-    return _BY_NORMALISED.get(_normalise(raw), raw)
+    known = _BY_NORMALISED.get(_normalise(raw))
+    if known is not None:
+        return known
+    prefix, slash, rest = raw.partition("/")
+    written_as = _TRAINER_PREFIXES.get(prefix.strip().lower())
+    if not slash or written_as is None or not rest.strip():
+        return raw
+    return _resolve(written_as + rest)
 
 
 def canonical_name(raw: str) -> str:

@@ -290,3 +290,60 @@ def test_canonical_records_come_back_unchanged(step: int, values: dict[str, floa
     assert metrics.keys() == values.keys()
     for name, value in values.items():
         assert same(metrics[name], value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "canonical"),
+    [
+        # Lightning's self.log(..., on_step=True, on_epoch=True) suffixes both spellings.
+        ("train_loss_step", "loss"),
+        ("train/loss_step", "loss"),
+        ("train_acc_step", "accuracy"),
+        ("val_loss", "eval_loss"),
+        ("val_acc", "eval_accuracy"),
+        ("val_loss_epoch", "eval_loss"),
+        ("val_acc_epoch", "eval_accuracy"),
+        ("val/loss", "eval_loss"),
+        ("val/acc", "eval_accuracy"),
+        # An epoch average is not one more point of the step loss: it keeps a name of its own.
+        ("train_loss_epoch", "train_loss_epoch"),
+        ("train/loss_epoch", "train_loss_epoch"),
+    ],
+)
+def test_lightning_step_epoch_and_validation_names(raw: str, canonical: str) -> None:
+    assert canonical_name(raw) == canonical
+
+
+@pytest.mark.parametrize(
+    ("raw", "canonical"),
+    [
+        # transformers' rewrite_logs (TensorBoard, W&B): `x` -> `train/x`, `eval_x` -> `eval/x`.
+        ("train/loss", "loss"),
+        ("train/grad_norm", "grad_norm"),
+        ("train/learning_rate", "learning_rate"),
+        ("train/global_step", "step"),
+        ("train/rewards/chosen", "rewards/chosen"),
+        ("train/rewards/margins", "rewards/margins"),
+        ("train/reward", "reward"),
+        ("train/kl", "kl"),
+        ("eval/loss", "eval_loss"),
+        ("eval/accuracy", "eval_accuracy"),
+        ("eval/g0_loss", "eval_g0_loss"),
+        ("eval/rewards/chosen", "eval_rewards/chosen"),
+        ("test/loss", "test_loss"),
+        # The end-of-training summary (Trainer's `train_loss`) is the run's average loss.
+        ("train/train_loss", "train/train_loss"),
+        ("train/train_runtime", "train_runtime"),
+    ],
+)
+def test_trainer_tensorboard_prefixes_read_back_as_the_trainers_names(
+    raw: str, canonical: str
+) -> None:
+    assert canonical_name(raw) == canonical
+
+
+def test_a_lightning_csv_row_and_a_wandb_row_split_into_judged_names() -> None:
+    csv_row = {"epoch": "0", "step": "49", "train_loss_step": "1.38", "val_acc": "", "lr": "1e-4"}
+    assert split_step(csv_row) == (49, {"epoch": 0.0, "loss": 1.38, "learning_rate": 1e-4})
+    wandb_row = {"train/global_step": 20, "train/loss": 0.0002, "train/reward": 0.41}
+    assert split_step(wandb_row) == (20, {"loss": 0.0002, "reward": 0.41})
