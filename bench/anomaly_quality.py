@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import math
 import random
 import statistics
@@ -35,11 +36,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _common import machine_description, markdown_table, say
 from fixtures.loss_curves import CurveSpec, Row, clean_rows, random_spec
 
-from tunewatch.daemon.sources.metric_names import canonical_name
+from tunewatch.daemon.events import MetricsEvent
+from tunewatch.daemon.sources.base import FileOrigin
+from tunewatch.daemon.sources.hf_trainer import TrainerStateParser
+from tunewatch.daemon.sources.jsonl import JsonlParser
+from tunewatch.daemon.sources.lightning_csv import LightningCsvParser
+from tunewatch.daemon.sources.metric_names import canonical_name, split_step
 from tunewatch.plugins.anomaly.base import Finding, Point
 from tunewatch.plugins.anomaly.config import AnomalyConfig
-from tunewatch.plugins.anomaly.gate import AlertGate, RunDetectors
+from tunewatch.plugins.anomaly.gate import Alert, AlertGate, RunDetectors
 from tunewatch.plugins.anomaly.rolling import RollingWindow, mean_std
+from tunewatch.plugins.anomaly.timeline import StepTimeline
 
 KINDS = ("non_finite", "loss_spike", "divergence", "inverted_loss", "zscore", "accuracy_drop")
 SEED_BASES = {"dev": 1_000, "heldout": 2_000}
@@ -391,6 +398,12 @@ class Alerted:
     index: int  # position of the point in the case
     kind: str
     metric: str
+    push: bool = True  # whether a person is told (see `pushed`)
+
+
+def pushed(alert: Alert) -> bool:
+    """Whether an alert reaches a person: the gate's push flag, and never the `info` tier."""
+    return alert.push and alert.finding.severity != "info"
 
 
 class System:
@@ -411,7 +424,7 @@ class Tunewatch(System):
         out: list[Alerted] = []
         for i, point in enumerate(points):
             for alert in run.update(point).alerts:
-                out.append(Alerted(i, alert.finding.kind, alert.finding.metric))
+                out.append(Alerted(i, alert.finding.kind, alert.finding.metric, pushed(alert)))
         return out
 
 
@@ -438,7 +451,7 @@ class _Gated(System):
         out: list[Alerted] = []
         for i, point in enumerate(points):
             for alert in gate.update(point, self.findings(point))[0]:
-                out.append(Alerted(i, alert.finding.kind, alert.finding.metric))
+                out.append(Alerted(i, alert.finding.kind, alert.finding.metric, pushed(alert)))
         return out
 
 
@@ -694,13 +707,433 @@ def _delay_text(detection: Detection) -> str:
     return "missed" if detection.delay is None else f"{detection.delay} points"
 
 
+# -- real corpus ---------------------------------------------------------------------------------
+
+CORPUS = Path(__file__).resolve().parent / "corpus"
+LOGGED_POINT_S = 10.0  # spacing of a log that carries no time of its own
+CORPUS_T0 = 1_700_000_000.0
+# A push up to this many logged points after a labelled episode's `until` is still caused by it.
+ALLOWANCE_POINTS = 5
+# Which alert kinds tell a person about a labelled kind of episode: the first points of a
+# divergence look like a spike, and a spike that never recovers is a divergence.
+COMPATIBLE = {
+    "non_finite": {"non_finite"},
+    "divergence": {"divergence", "loss_spike"},
+    "loss_spike": {"loss_spike", "divergence"},
+    "inverted_loss": {"inverted_loss"},
+    "not_learning": {"not_learning", "plateau"},
+}
+CORPUS_KINDS = tuple(COMPATIBLE)
+# The issue's goals on the real corpus, measured in one run.
+GOAL_FALSE_PER_10K = 1.0
+GOAL_PUSHES_PER_2K = 1.0
+GOAL_RECALL_KINDS = ("non_finite", "divergence", "inverted_loss")
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """A labelled episode a person should be told about (bench/corpus/LABELLING.md)."""
+
+    kind: str
+    metric: str
+    onset_step: int
+    until_step: int
+    note: str = ""
+
+
+@dataclass(slots=True)
+class CorpusLog:
+    id: str
+    format: str  # the file tunewatch reads: trainer_state.json, trainer_log.jsonl, metrics.csv
+    training: str  # kind of training, from PROVENANCE.md
+    points: list[Point]
+    episodes: list[Episode]
+    timing: str  # how the points' times were set
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """Complete lines as the tailer hands them to a line parser (newline and a CR dropped)."""
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+
+
+def _metric_rows(events: Iterable[object]) -> list[tuple[int, dict[str, float]]]:
+    """(step, metrics) of every point the parser emitted, in order."""
+    rows: list[tuple[int, dict[str, float]]] = []
+    for event in events:
+        if isinstance(event, MetricsEvent):
+            rows.extend((p.step, dict(p.metrics)) for p in event.points())
+    return rows
+
+
+def _at_fixed_spacing(rows: Sequence[tuple[int, dict[str, float]]]) -> list[Point]:
+    return [Point(step, m, CORPUS_T0 + LOGGED_POINT_S * i) for i, (step, m) in enumerate(rows)]
+
+
+def read_trainer_state(run: str, path: Path) -> tuple[list[Point], str]:
+    """Points as TrainerStateParser emits them; the run's `train_runtime` spread over its steps."""
+    data = path.read_bytes()
+    events, _ = TrainerStateParser(FileOrigin(run, path.name, str(path))).parse(data, None)
+    rows = _metric_rows(events)
+    history = json.loads(data).get("log_history", [])
+    runtime = next((e["train_runtime"] for e in history if "train_runtime" in e), None)
+    last_step = max((step for step, _ in rows), default=0)
+    if not runtime or not last_step:
+        return _at_fixed_spacing(rows), f"{LOGGED_POINT_S:g} s per logged point"
+    per_step = runtime / last_step
+    points = [Point(step, m, CORPUS_T0 + per_step * step) for step, m in rows]
+    return points, f"train_runtime over the steps ({per_step:.3g} s per step)"
+
+
+def _elapsed_s(text: object) -> float | None:
+    """LLaMA-Factory's `elapsed_time` ("1:02:03", "1 day, 2:03:04") in seconds."""
+    if not isinstance(text, str):
+        return None
+    days, _, hms = text.rpartition(", ")
+    try:
+        hours, minutes, seconds = (float(part) for part in hms.split(":"))
+        whole_days = float(days.split()[0]) if days else 0.0
+    except ValueError:
+        return None
+    return ((whole_days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def read_jsonl(run: str, path: Path) -> tuple[list[Point], str]:
+    """Points as JsonlParser emits them, at each line's own `elapsed_time`."""
+    lines = _lines(path.read_bytes())
+    rows = _metric_rows(JsonlParser(FileOrigin(run, path.name, str(path))).parse(lines, 1))
+    # The parser drops elapsed_time as bookkeeping: take it from the lines that make points.
+    records = [json.loads(line) for line in lines if line.strip()]
+    elapsed = [
+        _elapsed_s(r.get("elapsed_time"))
+        for r in records
+        if all(x is not None and x != {} for x in split_step(r))
+    ]
+    if len(elapsed) != len(rows) or any(e is None for e in elapsed):
+        return _at_fixed_spacing(rows), f"{LOGGED_POINT_S:g} s per logged point"
+    points = [Point(s, m, CORPUS_T0 + (e or 0.0)) for (s, m), e in zip(rows, elapsed, strict=True)]
+    return points, "the log's elapsed_time"
+
+
+def read_lightning_csv(run: str, path: Path) -> tuple[list[Point], str]:
+    """Points as LightningCsvParser emits them (the CSV has no time column)."""
+    parser = LightningCsvParser(FileOrigin(run, path.name, str(path)))
+    rows = _metric_rows(parser.parse(_lines(path.read_bytes()), 1))
+    return _at_fixed_spacing(rows), f"{LOGGED_POINT_S:g} s per logged point"
+
+
+CorpusReader = Callable[[str, Path], tuple[list[Point], str]]
+READERS: dict[str, CorpusReader] = {
+    "trainer_state.json": read_trainer_state,
+    "trainer_log.jsonl": read_jsonl,
+    "metrics.csv": read_lightning_csv,
+}
+
+
+def _training_kinds(provenance: Path) -> dict[str, str]:
+    """Log id -> kind of training, from the table in PROVENANCE.md (id, format, training, ...)."""
+    kinds: dict[str, str] = {}
+    for line in provenance.read_text().splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if len(cells) > 3 and (provenance.parent / cells[0]).is_dir():
+            kinds[cells[0]] = cells[2]
+    return kinds
+
+
+def load_corpus(root: Path = CORPUS, only: Sequence[str] = ()) -> list[CorpusLog]:
+    """Every log under `root` (one folder each), read with tunewatch's own parsers, labelled."""
+    labels = json.loads((root / "labels.json").read_text())
+    training = _training_kinds(root / "PROVENANCE.md")
+    logs: list[CorpusLog] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if only and folder.name not in only:
+            continue
+        (path,) = [f for f in folder.iterdir() if f.name in READERS]
+        points, timing = READERS[path.name](folder.name, path)
+        episodes = [Episode(**e) for e in labels.get(folder.name, [])]
+        kind = training.get(folder.name, "?")
+        logs.append(CorpusLog(folder.name, path.name, kind, points, episodes, timing))
+    return logs
+
+
+def replay_corpus_log(log: CorpusLog, config: AnomalyConfig) -> list[Alerted]:
+    """Feed one log to a run's detectors live, as the anomaly plugin does (one source)."""
+    run, timeline = RunDetectors(config), StepTimeline()
+    out: list[Alerted] = []
+    for i, point in enumerate(log.points):
+        fresh = timeline.fresh(log.format, point)
+        if fresh is None:
+            continue
+        for alert in run.update(fresh).alerts:
+            out.append(Alerted(i, alert.finding.kind, alert.finding.metric, pushed(alert)))
+    return out
+
+
+@dataclass(slots=True)
+class LogScore:
+    log: CorpusLog
+    pushes: list[Alerted]
+    false_pushes: list[Alerted]
+    found: dict[Episode, int | None]  # delay in points of the episode's metric; None: missed
+    recorded: int  # episodes recorded without a push (info tier, cooldown)
+
+
+def _episode_window(log: CorpusLog, episode: Episode) -> tuple[int, int]:
+    points = log.points
+    lo = _index_of_step(points, episode.onset_step)
+    hi = _last_index_of_step(points, episode.until_step) + ALLOWANCE_POINTS
+    return lo, min(hi, len(points) - 1)
+
+
+def _explains(log: CorpusLog, episode: Episode, alert: Alerted, by_kind: bool) -> bool:
+    lo, hi = _episode_window(log, episode)
+    kind_ok = not by_kind or alert.kind in COMPATIBLE[episode.kind]
+    return kind_ok and lo <= alert.index <= hi
+
+
+def score_corpus_log(log: CorpusLog, alerts: Sequence[Alerted], by_kind: bool) -> LogScore:
+    """Pushes, those no labelled episode explains, and the delay to each episode's first push.
+
+    Baselines have no kinds (`by_kind=False`): any of their pushes in the window counts.
+    """
+    pushes = [a for a in alerts if a.push]
+    false = [a for a in pushes if not any(_explains(log, e, a, by_kind) for e in log.episodes)]
+    found: dict[Episode, int | None] = {}
+    for episode in log.episodes:
+        hits = [a.index for a in pushes if _explains(log, episode, a, by_kind)]
+        lo = _episode_window(log, episode)[0]
+        found[episode] = (
+            None
+            if not hits
+            else sum(1 for p in log.points[lo : min(hits)] if episode.metric in p.metrics)
+        )
+    recorded = sum(not a.push for a in alerts)
+    return LogScore(log, pushes, false, found, recorded)
+
+
+@dataclass(frozen=True, slots=True)
+class CorpusTotals:
+    logs: int
+    points: int
+    pushes: int
+    false_pushes: int
+    recorded: int
+    found: dict[str, tuple[int, int]]  # labelled kind -> (found, labelled)
+    delays: dict[str, list[int]]
+
+    @property
+    def false_per_10k(self) -> float:
+        return 1e4 * self.false_pushes / self.points if self.points else 0.0
+
+    @property
+    def pushes_per_2k(self) -> float:
+        return 2e3 * self.pushes / self.points if self.points else 0.0
+
+
+def corpus_totals(scores: Sequence[LogScore]) -> CorpusTotals:
+    found: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    delays: dict[str, list[int]] = defaultdict(list)
+    for s in scores:
+        for episode, delay in s.found.items():
+            found[episode.kind][1] += 1
+            if delay is not None:
+                found[episode.kind][0] += 1
+                delays[episode.kind].append(delay)
+    return CorpusTotals(
+        logs=len(scores),
+        points=sum(len(s.log.points) for s in scores),
+        pushes=sum(len(s.pushes) for s in scores),
+        false_pushes=sum(len(s.false_pushes) for s in scores),
+        recorded=sum(s.recorded for s in scores),
+        found={k: (v[0], v[1]) for k, v in found.items()},
+        delays=dict(delays),
+    )
+
+
+def _found_text(totals: CorpusTotals, kind: str) -> str:
+    hit, total = totals.found.get(kind, (0, 0))
+    return f"{hit / total:.2f} ({hit}/{total})" if total else "-"
+
+
+def corpus_group_table(scores: Sequence[LogScore]) -> str:
+    """Per format and kind of training: the push rates and the labelled episodes found."""
+    groups: dict[tuple[str, str], list[LogScore]] = defaultdict(list)
+    for s in scores:
+        groups[(s.log.format, s.log.training)].append(s)
+    rows = []
+    for (fmt, training), members in sorted(groups.items()):
+        t = corpus_totals(members)
+        episodes = sum(v[1] for v in t.found.values())
+        found = sum(v[0] for v in t.found.values())
+        rows.append(
+            [
+                fmt,
+                training,
+                str(t.logs),
+                str(t.points),
+                str(t.pushes),
+                str(t.false_pushes),
+                f"{t.false_per_10k:.2f}",
+                f"{t.pushes_per_2k:.2f}",
+                f"{found}/{episodes}" if episodes else "-",
+            ]
+        )
+    header = [
+        "format",
+        "training",
+        "logs",
+        "points",
+        "pushes",
+        "false",
+        "false / 10k",
+        "pushes / 2k",
+        "episodes found",
+    ]
+    return markdown_table(header, rows)
+
+
+def corpus_systems_table(totals: Mapping[str, CorpusTotals]) -> str:
+    rows = []
+    for name, t in totals.items():
+        cells = [name, str(t.pushes), str(t.false_pushes)]
+        cells += [f"{t.false_per_10k:.2f}", f"{t.pushes_per_2k:.2f}"]
+        cells += [_found_text(t, kind) for kind in CORPUS_KINDS]
+        rows.append(cells)
+    header = ["system", "pushes", "false", "false / 10k", "pushes / 2k", *CORPUS_KINDS]
+    return markdown_table(header, rows)
+
+
+def corpus_delay_table(totals: CorpusTotals) -> str:
+    rows = [
+        [
+            kind,
+            _found_text(totals, kind),
+            f"{statistics.median(totals.delays[kind]):g}" if totals.delays.get(kind) else "-",
+        ]
+        for kind in CORPUS_KINDS
+    ]
+    return markdown_table(["labelled kind", "recall", "median delay (points)"], rows)
+
+
+def _alert_text(log: CorpusLog, alert: Alerted) -> str:
+    return f"{alert.kind}:{alert.metric}@{log.points[alert.index].step}"
+
+
+def corpus_log_table(scores: Sequence[LogScore]) -> str:
+    rows = []
+    for s in scores:
+        missed = [f"{e.kind}@{e.onset_step}" for e, d in s.found.items() if d is None]
+        rows.append(
+            [
+                s.log.id,
+                s.log.format,
+                str(len(s.log.points)),
+                str(len(s.log.episodes)),
+                str(len(s.pushes)),
+                ", ".join(_alert_text(s.log, a) for a in s.false_pushes) or "0",
+                ", ".join(missed) or "-",
+                str(s.recorded),
+            ]
+        )
+    header = [
+        "log",
+        "format",
+        "points",
+        "episodes",
+        "pushes",
+        "false pushes",
+        "missed",
+        "recorded, not pushed",
+    ]
+    return markdown_table(header, rows)
+
+
+def corpus_goals(t: CorpusTotals) -> str:
+    recall = [t.found.get(k, (0, 0)) for k in GOAL_RECALL_KINDS]
+    checks = [
+        (
+            f"false pushes / 10k points <= {GOAL_FALSE_PER_10K:g}",
+            t.false_per_10k,
+            GOAL_FALSE_PER_10K,
+        ),
+        (f"pushes / 2,000 points <= {GOAL_PUSHES_PER_2K:g}", t.pushes_per_2k, GOAL_PUSHES_PER_2K),
+    ]
+    lines = [
+        f"- {text}: {value:.2f} {'met' if value <= goal else 'NOT met'}"
+        for text, value, goal in checks
+    ]
+    for kind, (hit, total) in zip(GOAL_RECALL_KINDS, recall, strict=True):
+        verdict = "no episode labelled" if not total else "met" if hit == total else "NOT met"
+        lines.append(f"- recall 1.0 on {kind}: {hit}/{total} {verdict}")
+    return "\n".join(lines)
+
+
+def run_corpus(logs: Sequence[CorpusLog], config: AnomalyConfig, misses: bool) -> None:
+    """The live replay of the real corpus, tunewatch and the baselines, printed as tables."""
+    started = time.perf_counter()
+    ours = [score_corpus_log(log, replay_corpus_log(log, config), by_kind=True) for log in logs]
+    totals = {Tunewatch.name: corpus_totals(ours)}
+    for baseline in (AxolotlWatchdog(config), ThreeSigma(config)):
+        scores = [score_corpus_log(log, baseline.alerts(log.points), False) for log in logs]
+        totals[baseline.name] = corpus_totals(scores)
+    t = totals[Tunewatch.name]
+    formats = sorted({log.format for log in logs})
+    print(
+        f"Real corpus (bench/corpus): {t.logs} logs ({', '.join(formats)}), {t.points} points, "
+        f"{sum(len(log.episodes) for log in logs)} labelled episodes; replayed live in "
+        f"{time.perf_counter() - started:.1f} s.\n"
+    )
+    print("Goals:\n\n" + corpus_goals(t) + "\n")
+    print("Per format and kind of training (tunewatch):\n")
+    print(corpus_group_table(ours) + "\n")
+    print("Labelled episodes (an episode counts as found by a push of a compatible kind):\n")
+    print(corpus_delay_table(t) + "\n")
+    print("Against baselines (any push of the system inside an episode finds it):\n")
+    print(corpus_systems_table(totals) + "\n")
+    print("Per log (tunewatch; kind:metric@step):\n")
+    print(corpus_log_table(ours) + "\n")
+    if misses:
+        for s in ours:
+            for alert in s.false_pushes:
+                say(f"false push {_alert_text(s.log, alert)} in {s.log.id}")
+            for episode, delay in s.found.items():
+                if delay is None:
+                    say(f"missed {episode.kind} at step {episode.onset_step} in {s.log.id}")
+
+
 def main() -> None:
+    args = _arguments()
+    config = _config(args.set)
+    started = time.perf_counter()
+    say(f"machine: {machine_description()}")
+    print(f"Machine: {machine_description()}\n")
+    if not args.only_corpus:
+        run_synthetic_and_tiny(args, config)
+    if not args.no_corpus:
+        say("replaying the real corpus...")
+        run_corpus(load_corpus(args.corpus, args.log), config, args.misses)
+    print(f"Total time: {time.perf_counter() - started:.0f} s")
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", choices=tuple(SEED_BASES), default="heldout")
     parser.add_argument("--cases", type=int, default=60, help="synthetic cases per kind")
     parser.add_argument("--clean", type=int, default=250, help="clean synthetic runs")
     parser.add_argument("--no-real", action="store_true", help="skip the real tiny runs")
-    parser.add_argument("--misses", action="store_true", help="list the missed anomalies")
+    parser.add_argument("--no-corpus", action="store_true", help="skip the real-log corpus")
+    parser.add_argument(
+        "--only-corpus", action="store_true", help="the real-log corpus alone (a few seconds)"
+    )
+    parser.add_argument("--corpus", type=Path, default=CORPUS, help="the corpus folder")
+    parser.add_argument(
+        "--log", action="append", default=[], metavar="ID", help="replay only these corpus logs"
+    )
+    parser.add_argument(
+        "--misses", action="store_true", help="list the missed anomalies and false pushes"
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -708,10 +1141,11 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="override an [anomaly] key (tuning)",
     )
-    args = parser.parse_args()
-    config = _config(args.set)
-    started = time.perf_counter()
-    say(f"machine: {machine_description()}")
+    return parser.parse_args()
+
+
+def run_synthetic_and_tiny(args: argparse.Namespace, config: AnomalyConfig) -> None:
+    """The labelled synthetic curves and the real tiny Trainer runs, with the baselines."""
     say(f"building {args.cases} labelled curves per kind and {args.clean} clean ones...")
     cases = synthetic_cases(SEED_BASES[args.seeds], args.cases, args.clean)
     real = [] if args.no_real else real_cases(REAL_SEEDS[args.seeds])
@@ -729,7 +1163,6 @@ def main() -> None:
         name: score(per_case, everything, by_kind=False) for name, per_case in alerts.items()
     }
     points = sum(len(c.points) for c in everything)
-    print(f"Machine: {machine_description()}\n")
     print(
         f"Seeds: {args.seeds}; {len(everything)} cases, {points} logged points, "
         f"{ours.clean_points} of them in clean runs.\n"
@@ -750,7 +1183,6 @@ def main() -> None:
         print(real_table(real, real_alerts, Tunewatch.name) + "\n")
     per_point = {name: 1e6 * t / points for name, t in seconds.items()}
     print("Cost: " + ", ".join(f"{name} {us:.0f} µs per point" for name, us in per_point.items()))
-    print(f"Total time: {time.perf_counter() - started:.0f} s")
 
 
 def _list_misses(cases: Sequence[Case], alerts: Alerts, result: Score) -> None:
