@@ -28,16 +28,14 @@ import structlog
 from tunewatch.daemon.bus import EventBus
 from tunewatch.daemon.config import Settings
 from tunewatch.daemon.events import (
-    FINISHED_STATUSES,
-    MetricsEvent,
     RecordingFailed,
     RecordingResumed,
     RunEvent,
     SourceError,
     SourceReadable,
     SourceUnreadable,
-    StatusChanged,
 )
+from tunewatch.daemon.run_progress import follow, implied_status
 from tunewatch.daemon.sources.discovery import SourceKind
 from tunewatch.daemon.sources.document import DocumentFollower
 from tunewatch.daemon.sources.file_access import SourceFault, signature_of
@@ -185,7 +183,7 @@ class Ingest:
                 await self._contain(run, kind, path, result)
             elif result is not None:
                 recording.append((run, kind, path))
-                batches.append((run.run_id, result.events, result.state))
+                batches.append((run.run_id, self._with_progress(run, result.events), result.state))
                 assert isinstance(tailer, LogTailer) and tailer.last_stat is not None
                 self._touch(run, tailer.last_stat.st_mtime)
                 if not result.at_end:
@@ -311,15 +309,20 @@ class Ingest:
         self, run: RunSources, events: Sequence[RunEvent], state: FileState | None
     ) -> Sequence[RunEvent]:
         """Commit events (and the file position after them); returns what was recorded."""
-        recorded = await self.store.commit(run.run_id, events, state)
+        recorded = await self.store.commit(run.run_id, self._with_progress(run, events), state)
         self._recorded(run, recorded)
         return recorded
+
+    def _with_progress(self, run: RunSources, events: Sequence[RunEvent]) -> Sequence[RunEvent]:
+        """`events`, and the status change they imply (the run finished), committed together."""
+        implied = implied_status(run, events, live=self.live)
+        return events if implied is None else [*events, implied]
 
     def _recorded(self, run: RunSources, recorded: Sequence[RunEvent]) -> None:
         """What follows a commit that went in."""
         if self.recording_failure is not None:
             self._recording_resumed()
-        _follow_status(run, recorded, live=self.live)
+        follow(run, recorded, live=self.live)
 
     def _publish(self, events: Sequence[RunEvent]) -> None:
         self.batches_committed += 1
@@ -497,15 +500,6 @@ def _read_each(tailers: Sequence[LogTailer]) -> list[TailBatch | Exception | Non
         except Exception as exc:  # handled per file by the caller
             results.append(exc)
     return results
-
-
-def _follow_status(run: RunSources, events: Sequence[RunEvent], *, live: bool) -> None:
-    """Keep `run.finished` current: a status says so; metrics logged live say it is not."""
-    statuses = [e.status for e in events if type(e) is StatusChanged]
-    if statuses:
-        run.finished = statuses[-1] in FINISHED_STATUSES
-    elif live and run.finished and any(isinstance(e, MetricsEvent) for e in events):
-        run.finished = False  # resumed without a status of its own
 
 
 def _source_name(run: RunSources, path: Path) -> str:

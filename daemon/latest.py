@@ -123,16 +123,21 @@ class Latest:
 
 
 def latest_values(
-    db: sqlite3.Connection, names: Iterable[str]
+    db: sqlite3.Connection, names: Iterable[str], run_id: int | None = None
 ) -> dict[int, dict[str, LatestValue]]:
-    """Run id -> metric name -> its newest value, for the metrics `names` (of TRACKED_METRICS)."""
+    """Run id -> metric name -> its newest value, for the metrics `names` (of TRACKED_METRICS),
+    of every run or of `run_id`."""
     wanted = list(names)
     result: dict[int, dict[str, LatestValue]] = {}
-    rows = db.execute(
+    sql = (
         "SELECT run_id, name, step, time, value FROM latest_metrics"
-        f" WHERE name IN ({', '.join('?' * len(wanted))})",
-        wanted,
+        f" WHERE name IN ({', '.join('?' * len(wanted))})"
     )
+    args: list[object] = list(wanted)
+    if run_id is not None:
+        sql += " AND run_id = ?"
+        args.append(run_id)
+    rows = db.execute(sql, args)
     for run_id, name, step, t, value in rows:
         result.setdefault(run_id, {})[name] = LatestValue(step, t, unpack_value(value))
     return result

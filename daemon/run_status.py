@@ -7,11 +7,15 @@ import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from tunewatch.daemon.events import FINISHED_STATUSES
 from tunewatch.daemon.history import fmt_duration, fmt_step, fmt_value
 from tunewatch.daemon.instance_lock import DaemonHealth
 from tunewatch.daemon.latest import TRACKED_METRICS, LatestValue
 from tunewatch.daemon.store import FilePosition, Store
 from tunewatch.daemon.text import printable
+
+# A run that is not finished but logged nothing for this long is shown as inactive.
+INACTIVE_AFTER_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,19 @@ class RunStatus:
     files: list[FilePosition]
 
     @property
+    def state(self) -> str:
+        """What the run is doing, as a person says it: its finished status ("finished",
+        "completed", "failed"...), "inactive since ..." when nothing came for an hour, else the
+        status its trainer gave."""
+        if self.status in FINISHED_STATUSES:
+            return self.status
+        silent = self.seconds_since_last_metric
+        if self.last_metric_time is not None and silent is not None and silent > INACTIVE_AFTER_S:
+            since = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.last_metric_time))
+            return f"inactive since {since}"
+        return self.status or ("training" if self.last_metric_time is not None else "unknown")
+
+    @property
     def progress(self) -> float | None:
         if self.step is None or not self.total_steps:
             return None
@@ -42,6 +59,7 @@ class RunStatus:
         deep copy of `dataclasses.asdict` took most of `status --json` with 10,000 runs)."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["progress"] = self.progress
+        data["state"] = self.state
         return data
 
 
@@ -104,7 +122,7 @@ def render_status(runs: list[RunStatus]) -> str:
     blocks = []
     for r in runs:
         lines = [f"{r.name}  ({r.path})"]
-        lines.append(f"  status         {r.status or 'unknown'}")
+        lines.append(f"  status         {r.state}")
         if r.step is not None:
             progress = f"step {fmt_step(r.step)}"
             if r.total_steps:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import gc
 import os
@@ -42,6 +43,8 @@ from tunewatch.daemon.watcher import RunWatcher
 log = structlog.get_logger(__name__)
 
 STATUS_INTERVAL_S = 10.0
+# With `--once`, how long plugins may take to finish after the catch-up (in effect: all of it).
+ONCE_DRAIN_S = 24 * 3600.0
 # After SIGTERM, the process exits within this long even if a thread is stuck (systemd's
 # TimeoutStopSec in the shipped unit is 20 s).
 STOP_GRACE_S = 15.0
@@ -64,6 +67,11 @@ class Daemon:
         notifications: bool = True,
         once: bool = False,
     ) -> None:
+        if once:
+            # `--once` reads everything present and judges all of it before exiting: plugins
+            # get as long as they need to finish (a stop under systemd keeps the 5 s default).
+            daemon = dataclasses.replace(settings.daemon, drain_timeout_s=ONCE_DRAIN_S)
+            settings = dataclasses.replace(settings, daemon=daemon)
         self.settings = settings
         self.config_path = config_path
         self.cli_run_specs = list(run_specs)

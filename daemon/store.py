@@ -508,7 +508,19 @@ class Store:
         status, step, source = self.db.execute(
             "SELECT status, status_step, status_source FROM runs WHERE id = ?", (run_id,)
         ).fetchone()
-        if event.step is None or step is None or event.source == source or event.step > step:
+        # A run that finished at a step is finished, whichever source saw it first.
+        finishing = (
+            event.status in ev.FINISHED_STATUSES
+            and event.step is not None
+            and (step is None or event.step >= step)
+        )
+        if (
+            event.step is None
+            or step is None
+            or event.source == source
+            or event.step > step
+            or finishing
+        ):
             status, step, source = event.status, event.step, event.source
         self.db.execute(
             "UPDATE runs SET status = ?, status_step = ?, status_source = ?,"
@@ -640,6 +652,13 @@ class Store:
     def latest_values(self, names: Iterable[str]) -> dict[int, dict[str, LatestValue]]:
         """Run id -> metric name -> its newest value, for the metrics `names`."""
         return latest_values(self.db, names)
+
+    def latest_of(self, run: str, names: Iterable[str]) -> dict[str, LatestValue]:
+        """Metric name -> its newest value in the run named `run`."""
+        run_ids = [rid for rid, name in self.run_names().items() if name == run]
+        if not run_ids:
+            return {}
+        return latest_values(self.db, names, run_ids[0]).get(run_ids[0], {})
 
     def newest_points(self) -> dict[int, tuple[int, float]]:
         """Run id -> (step, time) of its newest point (see `latest.newest_points`)."""

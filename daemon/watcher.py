@@ -26,6 +26,7 @@ from tunewatch.daemon.bus import EventBus
 from tunewatch.daemon.config import Settings
 from tunewatch.daemon.events import FINISHED_STATUSES
 from tunewatch.daemon.ingest import ACTIVE_WINDOW_S, Ingest
+from tunewatch.daemon.run_progress import FINISHED
 from tunewatch.daemon.sources.discovery import (
     CHECKPOINT_DIR,
     TRAINER_STATE,
@@ -140,13 +141,20 @@ class RunWatcher:
             return False
         wanted = [(storable_text(str(path)), run_name_for(path)) for path in new]
         registered = await self.store.call(self.store.store.ensure_runs, wanted)
-        statuses = {row.id: row.status for row in await self.store.call(self.store.store.runs)}
+        rows = {row.id: row for row in await self.store.call(self.store.store.runs)}
         for path, (run_id, name) in zip(new, registered, strict=True):
-            finished = statuses.get(run_id) in FINISHED_STATUSES
+            row = rows[run_id]
             self.runs[path] = RunSources(
-                run_id=run_id, name=name, path=path, finished=finished, last_change=made[path]
+                run_id=run_id,
+                name=name,
+                path=path,
+                finished=row.status in FINISHED_STATUSES,
+                status_is_ours=row.status == FINISHED,
+                total_steps=row.total_steps,
+                last_change=made[path],
             )
         self._classified.clear()  # a path that belonged to no run may belong to a new one
+        self._update_roots()  # a run made a moment ago is active: watch it now
         if len(new) <= 20:
             for path in new:
                 log.info("watching run", run=self.runs[path].name, path=storable_text(str(path)))

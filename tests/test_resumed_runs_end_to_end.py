@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fixtures.daemon_process import DaemonProcess
 
 BOGUS_STEP = 9223372036854775807  # the issue's line: the largest 64-bit integer
@@ -102,3 +103,18 @@ def test_a_hugging_face_run_resumed_from_a_checkpoint_alerts_on_its_nan(tmp_path
     assert [(a["kind"], a["step"], a["severity"]) for a in anomalies] == [
         ("non_finite", 35, "critical")
     ]
+
+
+@pytest.mark.slow
+def test_run_once_judges_every_point_of_a_long_history(tmp_path: Path) -> None:
+    """The catch-up reads 300,000 points faster than the detectors judge them, and the stop's
+    drain time is short: `--once` must still judge them all (it judged ~8 % of a long history)."""
+    run = tmp_path / "long"
+    points = [(s, math.nan if s == 299_990 else healthy_loss(s)) for s in range(1, 300_001)]
+    write_log(run, points)
+    config = tmp_path / "config.toml"
+    config.write_text("[daemon]\ndrain_timeout_s = 0.05\n")
+    with DaemonProcess(tmp_path) as daemon:
+        daemon.cli("--config", str(config), "run", "--once", "--no-notifications", str(run))
+        anomalies = [e["data"] for e in daemon.events("--kind", "anomaly")]
+    assert ("non_finite", 299_990) in [(a["kind"], a["step"]) for a in anomalies]

@@ -10,6 +10,7 @@ events, so the daemon counts them and keeps going.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -41,6 +42,25 @@ class FileOrigin:
 
     def at(self, line_no: int) -> str:
         return f"{self.location}:{line_no}"
+
+
+class WrittenClock:
+    """When a file's new lines were written, as well as one can tell: the file's mtime (every
+    line read at once was written by then), never later than now. A line with no time of its
+    own gets this one: a catch-up of a log written yesterday is not news from today."""
+
+    def __init__(self) -> None:
+        self.mtime: float | None = None  # the file's, at the read in progress
+
+    def __call__(self) -> float:
+        now = time.time()
+        return now if self.mtime is None else min(now, self.mtime)
+
+
+def written_at(written: float | None) -> float:
+    """A document's time: its mtime when known (see WrittenClock), else now."""
+    now = time.time()
+    return now if written is None else min(now, written)
 
 
 class LineParser(Protocol):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -26,7 +25,7 @@ from tunewatch.daemon.events import (
     SourceError,
     StatusChanged,
 )
-from tunewatch.daemon.sources.base import FileOrigin, load_document
+from tunewatch.daemon.sources.base import FileOrigin, load_document, written_at
 from tunewatch.daemon.sources.metric_names import (
     STEP_OUT_OF_RANGE,
     as_metric,
@@ -160,7 +159,7 @@ class TrainerStateParser:
         if not isinstance(document, dict) or not isinstance(history, list):
             return [self._unexpected_shape(document)], cursor
         state = _Cursor.load(cursor)
-        now = time.time()
+        now = written_at(written)
         events: list[RunEvent] = []
         global_step = as_step(document.get("global_step"))
         max_steps = as_step(document.get("max_steps"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tunewatch.daemon.events import MetricsLogged, RunEvent, SourceError
 from tunewatch.daemon.sources.base import FileOrigin
@@ -28,12 +28,13 @@ class LightningCsvParser:
     header_lines = 1
     rewrite_keeps_rows = True
 
-    def __init__(self, origin: FileOrigin) -> None:
+    def __init__(self, origin: FileOrigin, *, clock: Callable[[], float] = time.time) -> None:
         self._origin = origin
         self._header: list[str] | None = None
+        self._clock = clock
 
     def parse(self, lines: Sequence[bytes], first_line_no: int) -> list[RunEvent]:
-        now = time.time()
+        now = self._clock()
         events: list[RunEvent] = []
         for line_no, line in enumerate(lines, first_line_no):
             event = self._parse_line(line, line_no, now)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from tunewatch.daemon.config import Settings
-from tunewatch.daemon.sources.base import FileOrigin, LineParser
+from tunewatch.daemon.sources.base import FileOrigin, LineParser, WrittenClock
 from tunewatch.daemon.sources.discovery import TRAINER_STATE, SourceKind, SourceRules
 from tunewatch.daemon.sources.document import DocumentFollower
 from tunewatch.daemon.sources.file_access import FileSignature
@@ -35,12 +35,16 @@ class RunSources:
     # then: while it is unchanged there is nothing to read.
     resting: dict[Path, FileSignature] = field(default_factory=dict)
     last_change: float = 0.0  # unix time (mtime) of the newest data read from the run
-    finished: bool = False  # the trainer said it is done (see FINISHED_STATUSES)
+    finished: bool = False  # its status is one of FINISHED_STATUSES (see run_progress)
+    status_is_ours: bool = False  # that status is the one tunewatch inferred (run_progress)
+    logging_after_finish: bool = False  # points came live after its finished status
+    total_steps: int | None = None
     last_scan: float = -math.inf  # monotonic time of the last full scan of the directory
 
     def active(self, now: float, window_s: float) -> bool:
         """Training, as far as anyone can tell: not finished, and written within `window_s`."""
-        return not self.finished and now - self.last_change < window_s
+        done = self.finished and not self.logging_after_finish
+        return not done and now - self.last_change < window_s
 
     def relative(self, path: Path) -> PurePosixPath | None:
         try:
@@ -68,14 +72,17 @@ def make_follower(
     if kind is SourceKind.STATUS:
         return DocumentFollower(run.name, source, StatusFileParser, state)
     origin = FileOrigin(run=run.name, source=source, path=str(path))
+    clock = WrittenClock()  # the tailer sets the file's mtime on it at every read
     parser: LineParser
     if kind is SourceKind.JSONL:
-        parser = JsonlParser(origin)
+        parser = JsonlParser(origin, clock=clock)
     elif kind is SourceKind.CSV:
-        parser = LightningCsvParser(origin)
+        parser = LightningCsvParser(origin, clock=clock)
     else:
-        parser = TextLogParser(origin, text_pattern(settings))
-    return LogTailer(origin, parser, state, max_line_bytes=settings.sources.max_line_bytes)
+        parser = TextLogParser(origin, text_pattern(settings), clock=clock)
+    return LogTailer(
+        origin, parser, state, max_line_bytes=settings.sources.max_line_bytes, clock=clock
+    )
 
 
 def text_pattern(settings: Settings) -> TextPattern:

@@ -6,11 +6,10 @@ The file is rewritten on every update; the cursor keeps what was already reporte
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass
 
 from tunewatch.daemon.events import MetricsLogged, RunEvent, SourceError, StatusChanged
-from tunewatch.daemon.sources.base import FileOrigin, load_document
+from tunewatch.daemon.sources.base import FileOrigin, load_document, written_at
 from tunewatch.daemon.sources.metric_names import (
     STEP_OUT_OF_RANGE,
     as_step,
@@ -65,7 +64,7 @@ class StatusFileParser:
             message = f"status file should hold a JSON object, found {found}"
             return [self._error("unexpected_shape", message)], cursor
         state = _Cursor.load(cursor)
-        now = time.time()
+        now = written_at(written)
         events: list[RunEvent] = []
         step, metrics = split_step(document)
         out_of_range = out_of_range_step(document) if step is None else None

@@ -23,7 +23,7 @@ from typing import BinaryIO
 import structlog
 
 from tunewatch.daemon.events import RunEvent, SourceError
-from tunewatch.daemon.sources.base import FileOrigin, LineParser
+from tunewatch.daemon.sources.base import FileOrigin, LineParser, WrittenClock
 from tunewatch.daemon.sources.file_access import (
     SourceFault,
     fault_from_os_error,
@@ -57,9 +57,17 @@ class LogTailer:
     """Reads what was appended to one file since the committed position."""
 
     def __init__(
-        self, origin: FileOrigin, parser: LineParser, state: FileState, *, max_line_bytes: int
+        self,
+        origin: FileOrigin,
+        parser: LineParser,
+        state: FileState,
+        *,
+        max_line_bytes: int,
+        clock: WrittenClock | None = None,
     ) -> None:
+        """`clock` is the parser's: each read tells it the file's mtime."""
         self.origin = origin
+        self.clock = clock
         self.path = Path(origin.path)
         self.parser = parser
         self.state = state
@@ -114,6 +122,8 @@ class LogTailer:
         except SourceFault as exc:  # e.g. replaced by a directory: finish the old file first
             st, fault = None, exc
         self.last_stat = st
+        if self.clock is not None and st is not None:
+            self.clock.mtime = st.st_mtime
         if self._fh is not None and (st is None or self._identity != (st.st_dev, st.st_ino)):
             # Renamed away (rotation) or deleted: finish the old file before anything else.
             batch = self._read_available(max_bytes)

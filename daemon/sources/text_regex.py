@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tunewatch.daemon.events import MetricsLogged, RunEvent, SourceError
@@ -96,12 +96,15 @@ class TextLogParser:
     header_lines = 0
     rewrite_keeps_rows = False
 
-    def __init__(self, origin: FileOrigin, pattern: TextPattern) -> None:
+    def __init__(
+        self, origin: FileOrigin, pattern: TextPattern, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self._origin = origin
         self._pattern = pattern
+        self._clock = clock
 
     def parse(self, lines: Sequence[bytes], first_line_no: int) -> list[RunEvent]:
-        now = time.time()
+        now = self._clock()
         events: list[RunEvent] = []
         for line_no, line in enumerate(lines, first_line_no):
             event = self._parse_line(line, line_no, now)

@@ -85,6 +85,7 @@ class AnomalyPlugin:
         self._unindexed: set[str] = set()
         # Points up to this seq were read at start-up (see CaughtUp); None until it comes.
         self._history_end: int | None = None
+        self._started_at = time.time()  # a run silent since before this is inactive, not stalled
         # Points and stall checks reach the trackers one at a time, points in seq order.
         self._feeding = asyncio.Lock()
         self._replay_wanted = False
@@ -331,6 +332,9 @@ class AnomalyPlugin:
         tracking.last_train_best_time = now
         return True
 
+    def _inactive_before_start(self, last_time: float | None) -> bool:
+        return last_time is not None and last_time < self._started_at
+
     def _on_caught_up(self, event: CaughtUp) -> None:
         self._history_end = event.last_seq
 
@@ -364,6 +368,10 @@ class AnomalyPlugin:
                 finding = self.stall.check(
                     now, last_time, run.status, run.pid, alive, last_step=last_step
                 )
+                if finding is not None and not stalled and self._inactive_before_start(last_time):
+                    # It stopped before tunewatch started: `status` says "inactive since ...";
+                    # a stall alert now would be old news dressed as an emergency.
+                    finding = None
                 if (finding is not None) == stalled and not unknown:
                     continue  # nothing changes: its tracker need not be loaded
                 event = await self._stall_changed(run.name, finding, last_step)

@@ -11,21 +11,25 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
 
 from tunewatch.daemon.config import PositiveFloat
 from tunewatch.daemon.events import (
+    FINISHED_STATUSES,
     AnomalyDetected,
     AnomalyResolved,
     BestModelFound,
+    CaughtUp,
+    CheckpointSaved,
     ComparisonFinished,
     RecordingFailed,
     RecordingResumed,
     ReportWritten,
     SnapshotCreated,
     SourceUnreadable,
+    StatusChanged,
     ValidationFinished,
 )
 from tunewatch.daemon.plugin import PluginContext
@@ -42,6 +46,12 @@ __all__ = ["Alert", "NotifyConfig", "NotifyPlugin"]
 
 # Snapshots remembered in case one is announced before its best model (bounded memory).
 RECENT_SNAPSHOTS = 64
+# Runs whose latest best, best checkpoint and snapshot are remembered for the message that says
+# they finished (the most recently active first).
+REMEMBERED_RUNS = 1024
+# A run's end is told this long after its finished status, so that the best found in its last
+# points (judged just after they were recorded) is in the message.
+FINISH_WAIT_S = 3.0
 CLOSE_GRACE_S = 2.0
 
 
@@ -79,6 +89,10 @@ class NotifyPlugin:
         self._waiting_best: dict[RunKey, tuple[BestModelFound, asyncio.Task[None]]] = {}
         self._snapshots: OrderedDict[RunKey, str] = OrderedDict()
         self._flush_task: asyncio.Task[None] | None = None
+        # Per run: its latest best, the trainer's best checkpoint, the latest snapshot.
+        self._ends: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._history_end: int | None = None  # seq where start-up history ends (CaughtUp)
+        self._finishing: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -98,6 +112,9 @@ class NotifyPlugin:
             bus.subscribe(RecordingFailed, self.on_recording_failed, name="notify:recording"),
             bus.subscribe(RecordingResumed, self.on_recording_resumed, name="notify:recording"),
             bus.subscribe(SourceUnreadable, self.on_source_unreadable, name="notify:source"),
+            bus.subscribe(StatusChanged, self.on_status, name="notify:status"),
+            bus.subscribe(CheckpointSaved, self.on_checkpoint, name="notify:checkpoint"),
+            bus.subscribe(CaughtUp, self.on_caught_up, name="notify:caught-up"),
         ]
 
     def _start_channels(self) -> None:
@@ -126,7 +143,9 @@ class NotifyPlugin:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe = []
-        # A best model still waiting for its snapshot, and alerts held by the cap, are told now.
+        # A run that just finished is still told (after its short wait); a best model still
+        # waiting for its snapshot, and alerts held by the cap, are told now.
+        await asyncio.gather(*self._finishing, return_exceptions=True)
         timers = [timer for _best, timer in self._waiting_best.values()]
         for best, timer in list(self._waiting_best.values()):
             timer.cancel()
@@ -173,6 +192,7 @@ class NotifyPlugin:
 
     def on_best_model(self, event: BestModelFound) -> None:
         """Wait up to `best_wait_s` for the snapshot, so one notification can say it is saved."""
+        self._remember(event.run, best=event)
         if event.historical:
             # Found in what was read at start-up (thousands of finished runs): old news, and
             # `tunewatch events` already has it. Neither a push nor a line in the log.
@@ -189,6 +209,7 @@ class NotifyPlugin:
         self._waiting_best[key] = (event, timer)
 
     def on_snapshot(self, event: SnapshotCreated) -> None:
+        self._remember(event.run, snapshot=event.path)
         key = (event.run, event.step)
         waiting = self._waiting_best.pop(key, None)
         if waiting is None:
@@ -205,6 +226,45 @@ class NotifyPlugin:
         waiting = self._waiting_best.pop(key, None)
         if waiting is not None:
             self._emit(messages.best_model_alert(waiting[0], None))
+
+    def on_checkpoint(self, event: CheckpointSaved) -> None:
+        if event.best_checkpoint is not None:
+            self._remember(event.run, best_checkpoint=event.best_checkpoint)
+
+    def on_caught_up(self, event: CaughtUp) -> None:
+        self._history_end = event.last_seq
+
+    def on_status(self, event: StatusChanged) -> None:
+        """A run that finished (or failed) now is told, with its final and best metrics; one
+        found finished in start-up history is not news."""
+        if event.status not in FINISHED_STATUSES:
+            return
+        if self._history_end is None or event.seq <= self._history_end:
+            return
+        task = asyncio.create_task(self._tell_finished(event), name="notify-finished")
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def _tell_finished(self, event: StatusChanged) -> None:
+        await asyncio.sleep(FINISH_WAIT_S)
+        store = self.ctx.store
+        final = await store.call(store.store.latest_of, event.run, messages.FINAL_METRICS)
+        known = self._ends.get(event.run, {})
+        end = messages.RunEnd(
+            step=event.step,
+            total_steps=event.total_steps,
+            final={name: latest.value for name, latest in final.items()},
+            best=known.get("best"),
+            best_checkpoint=known.get("best_checkpoint"),
+            snapshot=known.get("snapshot"),
+        )
+        self._emit(messages.finished_alert(event, end, self._run_dir(event.run)))
+
+    def _remember(self, run: str, **facts: object) -> None:
+        self._ends.setdefault(run, {}).update(facts)
+        self._ends.move_to_end(run)
+        while len(self._ends) > REMEMBERED_RUNS:
+            self._ends.popitem(last=False)
 
     def _run_dir(self, run: str) -> str | None:
         path = self.ctx.run_dirs.get(run)

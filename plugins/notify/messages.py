@@ -19,6 +19,7 @@ from tunewatch.daemon.events import (
     RecordingResumed,
     ReportWritten,
     SourceUnreadable,
+    StatusChanged,
     ValidationFinished,
 )
 from tunewatch.daemon.history import fmt_duration, fmt_step, fmt_value
@@ -152,6 +153,60 @@ def best_model_alert(e: BestModelFound, snapshot: str | None) -> Alert:
         kind="best_model",
         run=e.run,
         target=snapshot or e.checkpoint,
+    )
+
+
+# Statuses that say a run ended badly: told as critical.
+FAILED_STATUSES = frozenset({"failed", "error", "crashed", "killed", "aborted"})
+# The final metrics a finished run's notification gives, in this order.
+FINAL_METRICS = ("loss", "eval_loss", "eval_accuracy", "accuracy")
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """What a finished run's notification says besides its status: where it ended, its final
+    metrics (name -> value), its best model and where that model is."""
+
+    step: int | None
+    total_steps: int | None
+    final: dict[str, float]
+    best: BestModelFound | None = None
+    best_checkpoint: str | None = None
+    snapshot: str | None = None
+
+
+def finished_alert(e: StatusChanged, end: RunEnd, run_dir: str | None = None) -> Alert:
+    run = one_line(e.run)
+    failed = e.status in FAILED_STATUSES
+    parts = []
+    if end.step is not None:
+        where = f"Step {fmt_step(end.step)}"
+        if end.total_steps:
+            where += f" / {fmt_step(end.total_steps)}"
+        parts.append(where)
+    finals = [
+        f"{metric_label(name)} {fmt_value(end.final[name])}"
+        for name in FINAL_METRICS
+        if name in end.final
+    ]
+    if finals:
+        parts.append(", ".join(finals))
+    if end.best is not None:
+        parts.append(
+            f"best {metric_label(end.best.metric)} {fmt_value(end.best.value)} "
+            f"at step {fmt_step(end.best.step)}"
+        )
+    where_best = end.snapshot or end.best_checkpoint
+    if where_best is not None:
+        parts.append(_name(where_best))
+    status = "" if e.status in ("finished", "completed") else f" ({one_line(e.status, 20)})"
+    return Alert(
+        title=f"Training {'failed' if failed else 'finished'}: {run}{status}",
+        body=" · ".join(parts) or f"status {one_line(e.status, 40)}",
+        kind="finished",
+        run=e.run,
+        critical=failed,
+        target=where_best or run_dir,
     )
 
 

@@ -1,0 +1,134 @@
+"""End to end: a run that finished is told once as finished, never as stalled; a run that went
+quiet before tunewatch started is "inactive since ...", not a fresh emergency; a run that stalls
+while watched is still alerted.
+
+The real daemon runs with notifications on (dbus + dunst), and a stall after 6 s of silence.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixtures.daemon_process import DaemonProcess
+from fixtures.notification_server import NotificationServer
+
+STALL_MINUTES = 0.1  # 6 s
+
+
+def loss(step: int) -> float:
+    return 2.0 * math.exp(-step / 400) + 0.6
+
+
+def hf_checkpoint(run: Path, step: int, history: list[dict[str, Any]], max_steps: int) -> None:
+    """What a Hugging Face Trainer saves: trainer_state.json in checkpoint-N/ (json, indent 2)."""
+    folder = run / f"checkpoint-{step}"
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        "global_step": step,
+        "max_steps": max_steps,
+        "best_metric": 0.71,
+        "best_model_checkpoint": str(run / "checkpoint-400"),
+        "log_history": history,
+    }
+    (folder / "trainer_state.json").write_text(json.dumps(state, indent=2))
+
+
+def finished_hf_history(max_steps: int) -> list[dict[str, Any]]:
+    history: list[dict[str, Any]] = []
+    for step in range(10, max_steps + 1, 10):
+        history.append(
+            {"epoch": step / max_steps, "grad_norm": 1.0, "loss": loss(step), "step": step}
+        )
+        if step % 100 == 0:
+            history.append({"epoch": step / max_steps, "eval_loss": 0.7 + 100 / step, "step": step})
+    # The end-of-training summary the Trainer adds last.
+    history.append(
+        {
+            "epoch": 1.0,
+            "step": max_steps,
+            "total_flos": 1e15,
+            "train_loss": 1.1,
+            "train_runtime": 900.0,
+        }
+    )
+    return history
+
+
+def write_status(run: Path, status: str, step: int, pid: int | None = None) -> None:
+    data = {"status": status, "current_step": step, "total_steps": 1000, "loss": 1.0}
+    if pid is not None:
+        data["pid"] = pid
+    (run / "training_status.json").write_text(json.dumps(data))
+
+
+@pytest.mark.slow
+def test_finished_inactive_and_stalled_runs_are_told_apart(
+    tmp_path: Path, notification_server: NotificationServer
+) -> None:
+    runs = tmp_path / "runs"
+    # Quiet since before tunewatch started: its log was last written two hours ago.
+    old = runs / "quiet-since-yesterday"
+    old.mkdir(parents=True)
+    (old / "trainer_log.jsonl").write_text(
+        "".join(
+            json.dumps({"current_steps": s, "total_steps": 1000, "loss": loss(s)}) + "\n"
+            for s in range(1, 200)
+        )
+    )
+    write_status(old, "training", 199)
+    two_hours_ago = time.time() - 7200
+    for path in (old / "trainer_log.jsonl", old / "training_status.json"):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f"[daemon]\nruns = [{json.dumps(str(runs / '*'))}]\n"
+        f"[anomaly]\nstall_minutes = {STALL_MINUTES}\n"
+    )
+    with DaemonProcess(tmp_path) as daemon:
+        daemon.start(config=config, notifications=True)
+        # A Hugging Face run that finishes while watched: 500/500 steps and its summary.
+        hf = runs / "hf-sft"
+        history = finished_hf_history(500)
+        hf_checkpoint(
+            hf, 250, [e for e in history if e["step"] <= 250 and "train_runtime" not in e], 500
+        )
+        time.sleep(1.0)
+        hf_checkpoint(hf, 500, history, 500)
+        # A run that logs a while while watched, then goes silent: a real stall.
+        stalling = runs / "hangs"
+        stalling.mkdir()
+        write_status(stalling, "training", 1)
+        with (stalling / "trainer_log.jsonl").open("w") as log:
+            for s in range(1, 30):
+                log.write(
+                    json.dumps({"current_steps": s, "total_steps": 1000, "loss": loss(s)}) + "\n"
+                )
+        daemon.wait_for(
+            lambda: any(e["data"]["kind"] == "stall" for e in daemon.events("--kind", "anomaly")),
+            timeout_s=60,
+            what="the stall of the run that hangs",
+        )
+        time.sleep(6.0)  # the stall check runs every 5 s: the others had their chance
+        statuses = {r["name"]: r for r in daemon.status()["runs"]}
+        anomalies = daemon.events("--kind", "anomaly")
+        assert daemon.stop() == 0
+    assert statuses["hf-sft"]["status"] == "finished"
+    assert statuses["hf-sft"]["state"] == "finished"
+    assert statuses["quiet-since-yesterday"]["state"].startswith("inactive since")
+    stalls = [(a["run"], a["data"]["kind"]) for a in anomalies if a["data"]["kind"] == "stall"]
+    assert stalls == [("hangs", "stall")]
+    received = notification_server.received(2, timeout_s=20)
+    finished = [r for r in received if r.summary.startswith("Training finished")]
+    assert [r.summary for r in finished] == ["Training finished: hf-sft"]
+    body = finished[0].body
+    assert body.startswith("Step 500 / 500 · loss ")
+    assert "eval loss 0.9000 · best eval loss 0.9000 at step 500 · " in body
+    assert body.endswith(tuple(p.name for p in (hf / "snapshots").iterdir()))  # where it is
+    assert any(r.summary == "Training stalled: hangs" and r.urgency == "CRITICAL" for r in received)
+    assert not any("quiet-since-yesterday" in r.summary for r in received)
