@@ -24,6 +24,12 @@ class Point:
         return value if value is not None and math.isfinite(value) else None
 
 
+def nan_stand_in(point: Point, value: float) -> bool:
+    """Whether `value`, a loss of `point`, is Hugging Face's stand-in for a NaN loss: 0.0,
+    logged beside a NaN grad norm (`logging_nan_inf_filter`). It is no value of the loss."""
+    return value == 0.0 and not math.isfinite(point.metrics.get("grad_norm", 0.0))
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """A detector's verdict on one point: the condition `kind` holds for `metric` right now.

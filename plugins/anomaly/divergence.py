@@ -11,6 +11,13 @@ margins:
   spreading them, so the decay of a healthy run does not inflate the estimate.
 It is a level condition: reported on every point while it holds, silent once the smoothed loss
 comes back; the gate turns that into one alert and one recovery.
+
+A loss judged on an additive scale (`LossScale`: an RL objective around zero, a loss at its
+rounding floor) is smoothed as it is, and has no level for a relative rise: the whole margin is
+`sigmas` times its noise (the raw noise, at least the rounding floor). Its reference is the
+lowest smoothed value of the last `REFERENCE_POINTS` points rather than of the whole run,
+because such a loss may drift by design (GRPO's KL term grows as the policy moves away from its
+reference model); the points of a rise never enter it, so a blow-up stays one while it lasts.
 """
 
 from __future__ import annotations
@@ -19,8 +26,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from tunewatch.plugins.anomaly.base import Finding, Point
-from tunewatch.plugins.anomaly.rolling import DiffNoise, Ewma, exp_or_inf
+from tunewatch.plugins.anomaly.base import Finding, Point, nan_stand_in
+from tunewatch.plugins.anomaly.rolling import DiffNoise, Ewma, LossScale, RollingWindow, exp_or_inf
+
+# Points of an additive-scale loss that make its reference level: a drift slower than this is
+# the objective's own.
+REFERENCE_POINTS = 200
 
 
 class DivergenceDetector:
@@ -43,14 +54,20 @@ class DivergenceDetector:
         self.warmup_points = warmup_points
         self._ewma = Ewma(alpha)
         self._noise = DiffNoise()
+        self._scale = LossScale()
+        self._recent = RollingWindow(REFERENCE_POINTS)  # smoothed values, on an additive scale
         self._best: float | None = None  # lowest smoothed log-loss since the warm-up
         self._best_step = 0
         self._streak = 0
 
     def update(self, point: Point) -> list[Finding]:
         value = point.finite(self.metric)
-        if value is None or value <= 0.0:
-            return []  # a zero loss (e.g. logged after a NaN) says nothing about divergence
+        if value is None or nan_stand_in(point, value):
+            return []
+        if self._scale.push(value):
+            self._restart()
+        if self._scale.additive:
+            return self._update_additive(value, point.step)
         log_value = math.log(value)
         self._noise.push(log_value)
         smoothed = self._ewma.push(log_value)
@@ -73,32 +90,66 @@ class DivergenceDetector:
         self._streak = self._streak + 1 if above else 0
         if self._streak < self.points:
             return []
-        return [self._finding(smoothed, self._best, point.step)]
+        return [self._log_finding(smoothed, self._best, point.step)]
+
+    def _restart(self) -> None:
+        """A new scale: what was smoothed, measured and held as best on the log scale is no
+        baseline for it, and it warms up afresh."""
+        self._ewma = Ewma(self._ewma.alpha)
+        self._noise = DiffNoise()
+        self._best, self._streak = None, 0
+
+    def _update_additive(self, value: float, step: int) -> list[Finding]:
+        self._noise.push(value)
+        smoothed = self._ewma.push(value)
+        if self._ewma.count < self.warmup_points:
+            return []
+        reference = min(self._recent.min(), smoothed) if len(self._recent) else smoothed
+        rise = smoothed - reference
+        least = self.sigmas * self._scale.floor
+        above = rise > least and value - reference > least and rise > self.sigmas * self._spread()
+        self._streak = self._streak + 1 if above else 0
+        if not above:
+            self._recent.push(smoothed)
+        if self._streak < self.points:
+            return []
+        return [self._additive_finding(smoothed, reference, step)]
+
+    def _spread(self) -> float:
+        """The noise of an additive-scale loss, at least its rounding floor."""
+        return max(self._noise.std(), self._scale.floor)
 
     def _smoothed_noise(self) -> float:
         """Standard deviation of the EWMA of the log-loss, from the batch noise."""
         alpha = self._ewma.alpha
         return self._noise.std() * math.sqrt(alpha / (2.0 - alpha))
 
-    def _finding(self, smoothed: float, best: float, step: int) -> Finding:
+    def _log_finding(self, smoothed: float, best: float, step: int) -> Finding:
         now, before = exp_or_inf(smoothed), exp_or_inf(best)
-        return Finding(
-            kind=self.kind,
-            severity="critical",
-            metric=self.metric,
-            value=now,
-            expected=before,
-            detail=(
-                f"best {before:.4f} at step {self._best_step:,}; smoothed {self.metric} "
-                f"{now / before - 1:.0%} above it for {self._streak} points"
-            ),
-            step=step,
+        detail = (
+            f"best {before:.4f} at step {self._best_step:,}; smoothed {self.metric} "
+            f"{now / before - 1:.0%} above it for {self._streak} points"
         )
+        return self._finding(now, before, detail, step)
+
+    def _additive_finding(self, smoothed: float, reference: float, step: int) -> Finding:
+        times = (smoothed - reference) / self._spread()
+        detail = (
+            f"smoothed {self.metric} {smoothed:.4g} is {times:.0f} times its noise above its "
+            f"lowest {reference:.4g} of the last {len(self._recent)} points, for "
+            f"{self._streak} points"
+        )
+        return self._finding(smoothed, reference, detail, step)
+
+    def _finding(self, value: float, expected: float, detail: str, step: int) -> Finding:
+        return Finding(self.kind, "critical", self.metric, value, expected, detail, step)
 
     def state(self) -> dict[str, Any]:
         return {
             "ewma": self._ewma.state(),
             "noise": self._noise.state(),
+            "scale": self._scale.state(),
+            "recent": self._recent.state(),
             "best": self._best,
             "best_step": self._best_step,
             "streak": self._streak,
@@ -107,6 +158,9 @@ class DivergenceDetector:
     def restore(self, state: Mapping[str, Any]) -> None:
         self._ewma.restore(state["ewma"])
         self._noise.restore(state["noise"])
+        if "scale" in state:  # saved before scales: judged on the log scale, as then
+            self._scale.restore(state["scale"])
+            self._recent.restore(state["recent"])
         self._best = _optional(state["best"])
         self._best_step = int(state.get("best_step", 0))
         self._streak = int(state["streak"])

@@ -186,6 +186,7 @@ class RunDetectors:
                 alpha=config.best_ewma_alpha,
                 warmup_points=config.warmup_points,
                 poison_metrics=config.non_finite_metrics,
+                persist_points=config.non_finite_persist_points,
             )
         self.gate = AlertGate(
             quiet_points=config.quiet_points,

@@ -10,6 +10,7 @@ import math
 import statistics
 from collections import deque
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 # Iglewicz & Hoaglin (1993): 0.6745 is the 0.75 quantile of the standard normal, so
@@ -127,6 +128,85 @@ class DiffNoise:
         self._diffs.restore(state["diffs"])
         last = state["last"]
         self._last = None if last is None else float(last)
+
+
+# A value fewer than this many steps of its last logged digit away from zero is rounded by 10 %
+# or more: its relative changes are the trainer's rounding (a loss logged with 4 decimals
+# "triples" from 0.0001 to 0.0003), not the run's.
+FLOOR_STEPS = 5
+# Values before the last logged digit is known: one value is not enough, as a loss logged
+# with 4 decimals may well be 0.5 (written "0.5"); 5 values all ending in 0 have a 1 in
+# 100,000 chance.
+FLOOR_VALUES = 5
+# Values logged with more decimals than this are full precision: no rounding floor to learn.
+_FULL_PRECISION_STEP = 1e-12
+
+
+class LossScale:
+    """Which scale a loss is judged on, decided by the values it has logged.
+
+    A loss is a positive quantity with relative noise, judged on a log scale, until it logs
+    zero, a negative value, or a value at its rounding floor (fewer than `FLOOR_STEPS` steps of
+    the last digit it is logged with): RL objectives (GRPO, PPO) hover around zero and cross
+    it. From then on it is judged on an additive scale, for good: a level near zero is no unit
+    for a rise, and the floor is the smallest change worth a look.
+    """
+
+    def __init__(self) -> None:
+        self.step = math.inf  # the finest last-digit step among the values logged
+        self.count = 0
+        self.additive = False
+
+    @property
+    def floor(self) -> float:
+        """The smallest change that is not rounding (0.0 while none is known)."""
+        return 0.0 if math.isinf(self.step) else FLOOR_STEPS * self.step
+
+    def push(self, value: float) -> bool:
+        """Note a finite value; True when it turns the scale additive."""
+        self.count += 1
+        if self._may_refine(value):
+            # (Never below full precision: the floor of a tiny value would underflow to 0.)
+            self.step = min(self.step, max(last_digit_step(value), _FULL_PRECISION_STEP))
+        if self.additive or not self._at_floor(value):
+            return False
+        self.additive = True
+        return True
+
+    def _at_floor(self, value: float) -> bool:
+        if value <= 0.0:
+            return True
+        return self.count >= FLOOR_VALUES and value < FLOOR_STEPS * self.step
+
+    def _may_refine(self, value: float) -> bool:
+        """Whether `value` may have a finer last digit than those before (the cheap test first:
+        a loss logged with 4 decimals needs no decimal conversion once that is known)."""
+        if math.isinf(self.step):
+            return True
+        return self.step > _FULL_PRECISION_STEP and value != round(value, _decimals(self.step))
+
+    def state(self) -> dict[str, Any]:
+        step = None if math.isinf(self.step) else self.step
+        return {"step": step, "count": self.count, "additive": self.additive}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        step = state["step"]
+        self.step = math.inf if step is None else float(step)
+        self.count = int(state["count"])
+        self.additive = bool(state["additive"])
+
+
+def last_digit_step(value: float) -> float:
+    """The step of the last digit `value` is written with: 0.0113 -> 0.0001, 2.5 -> 0.1 (as is
+    3.0: floats are written with a decimal)."""
+    exponent = Decimal(repr(value)).as_tuple().exponent
+    assert isinstance(exponent, int)  # a finite value
+    # 1e+20 is written with one digit, but nothing is rounded to the nearest 1e20.
+    return 10.0 ** min(exponent, -1)
+
+
+def _decimals(step: float) -> int:
+    return round(-math.log10(step))
 
 
 def log_if_positive(values: Sequence[float]) -> list[float] | None:

@@ -10,7 +10,12 @@ Two tests must agree (robust z AND a ratio guard), and a third fires alone:
   does not alert on a rise nobody would call a spike;
 - a hard ratio, as in Megatron-LM's spiky-loss check (10x): a value that many times above the
   median is alerted whatever the noise.
-Losses are positive; zero or negative values are not judged.
+A loss judged on an additive scale (`LossScale`: an RL objective around zero, a loss at its
+rounding floor) has no level to be relative to: there a spike is a rise above the median of
+`ratio` times the metric's spread (the noise of its successive differences or the MAD of the
+window, whichever is larger, and at least its rounding floor). That is Megatron's guard with
+the spread for a unit: a GRPO loss that jumps from 0.0002 to 0.05 is a spike, one that wanders
+from 0.0001 to 0.0009 is not.
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from tunewatch.plugins.anomaly.base import Finding, Point
-from tunewatch.plugins.anomaly.rolling import DiffNoise, RollingWindow
+from tunewatch.plugins.anomaly.base import Finding, Point, nan_stand_in
+from tunewatch.plugins.anomaly.rolling import MAD_TO_Z, DiffNoise, LossScale, RollingWindow
 
 # Fewer points than this make the median meaningless, whatever the warm-up says.
 MIN_WINDOW = 3
@@ -46,24 +51,29 @@ class LossSpikeDetector:
         self.ratio = ratio
         self._window = RollingWindow(window_points)
         self._noise = DiffNoise()
+        self._scale = LossScale()
         self._seen = 0
 
     def update(self, point: Point) -> list[Finding]:
         value = point.finite(self.metric)
-        if value is None or value <= 0.0:
+        if value is None or nan_stand_in(point, value):
             return []
+        if self._scale.push(value):
+            self._noise = DiffNoise()  # differences of logs say nothing of an additive noise
         finding = None
         if self._seen >= self.warmup_points and len(self._window) >= MIN_WINDOW:
             finding = self._judge(value, point.step)
         # The spike itself enters the window: the median shrugs it off, and a lasting shift in
         # level becomes the new normal (a sustained rise is divergence's business).
         self._window.push(value)
-        self._noise.push(math.log(value))
+        self._noise.push(value if self._scale.additive else math.log(value))
         self._seen += 1
         return [finding] if finding is not None else []
 
     def _judge(self, value: float, step: int) -> Finding | None:
         level = self._window.median()
+        if self._scale.additive:
+            return self._judge_additive(value, level, step)
         if value > self.ratio * level:
             return self._finding(value, level, step, f"{value / level:.1f}x its recent median")
         if value <= level * (1.0 + self.min_rise):
@@ -74,6 +84,19 @@ class LossSpikeDetector:
         if z <= self.mad_z:
             return None
         return self._finding(value, level, step, f"{z:.1f} robust sigmas above its recent median")
+
+    def _judge_additive(self, value: float, level: float, step: int) -> Finding | None:
+        rise = value - level
+        # (The noise estimate, O(window), is only needed once the cheap test passes.)
+        if rise <= self.ratio * self._scale.floor:
+            return None
+        # The window's own spread too: a loss whose noise grows with its level (a KL term)
+        # has outgrown the older differences, and only the last points show by how much.
+        spread = max(self._noise.std(), self._window.mad() / MAD_TO_Z, self._scale.floor)
+        if rise <= self.ratio * spread:
+            return None
+        why = f"{rise / spread:.0f} times its usual spread ({spread:.2g}) above its recent median"
+        return self._finding(value, level, step, why)
 
     def _finding(self, value: float, level: float, step: int, why: str) -> Finding:
         return Finding(
@@ -87,9 +110,16 @@ class LossSpikeDetector:
         )
 
     def state(self) -> dict[str, Any]:
-        return {"window": self._window.state(), "noise": self._noise.state(), "seen": self._seen}
+        return {
+            "window": self._window.state(),
+            "noise": self._noise.state(),
+            "scale": self._scale.state(),
+            "seen": self._seen,
+        }
 
     def restore(self, state: Mapping[str, Any]) -> None:
         self._window.restore(state["window"])
         self._noise.restore(state["noise"])
+        if "scale" in state:  # saved before scales: judged on the log scale, as then
+            self._scale.restore(state["scale"])
         self._seen = int(state["seen"])

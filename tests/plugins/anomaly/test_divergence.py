@@ -8,6 +8,7 @@ import random
 
 import pytest
 from fixtures.loss_curves import BATCH_SIZES, CurveSpec, clean_points
+from fixtures.rl_logs import grpo_points, with_loss
 
 from tunewatch.plugins.anomaly.base import Finding, Point
 from tunewatch.plugins.anomaly.divergence import DivergenceDetector
@@ -86,6 +87,22 @@ def test_a_zero_loss_logged_after_a_nan_is_ignored() -> None:
     d = detector()
     steps(curve(100), d)
     assert d.update(Point(101, {"loss": 0.0}, 0.0)) == []
+
+
+def test_a_loss_at_its_rounding_floor_never_diverges() -> None:
+    # Logged with 4 decimals, a loss that settles from 0.0001 to 0.0004 has not quadrupled.
+    values = [0.0001] * 40 + [0.0004, 0.0003, 0.0004, 0.0005, 0.0004] * 10
+    assert steps(values) == []
+
+
+def test_an_rl_objective_that_blows_up_and_stays_up_diverges_until_it_comes_back() -> None:
+    d = detector()
+    found = [f for p in with_loss(grpo_points(), 400, 0.05, 500) for f in d.update(p)]
+    reported = [f.step for f in found]
+    assert reported and 400 <= reported[0] <= 400 + 4
+    assert reported == list(range(reported[0], reported[-1] + 1))
+    assert 500 <= reported[-1] < 510
+    assert "times its noise above" in found[0].detail
 
 
 @pytest.mark.parametrize("batch_size", BATCH_SIZES)

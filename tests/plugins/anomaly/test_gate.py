@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fixtures.loss_curves import BATCH_SIZES, CurveSpec, clean_points, random_spec
+from fixtures.rl_logs import dpo_points, grpo_points
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -212,6 +213,19 @@ def test_a_nan_run_alerts_once_and_recovers_when_values_are_finite_again() -> No
     ] == [(100, "grad_norm", "info", False), (102, "grad_norm", "critical", True)]
     recoveries = [r for v in found for r in v.recoveries]
     assert recoveries == [Recovery("non_finite", "grad_norm", step=159, findings=50)]
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+@pytest.mark.parametrize("seed", range(6))
+def test_an_rl_objective_around_zero_raises_no_alert(beta: float, seed: int) -> None:
+    # A GRPO loss at its rounding floor, crossing zero, with a KL term that grows by design.
+    points = grpo_points(beta=beta, seed=seed)
+    assert alerted(verdicts(RunDetectors(AnomalyConfig()), points)) == []
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_dpo_run_raises_no_alert(seed: int) -> None:
+    assert alerted(verdicts(RunDetectors(AnomalyConfig()), dpo_points(seed=seed))) == []
 
 
 def test_a_loss_blow_up_alerts_spike_and_divergence_once_each() -> None:

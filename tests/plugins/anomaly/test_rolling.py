@@ -12,7 +12,9 @@ import pytest
 from tunewatch.plugins.anomaly.rolling import (
     DiffNoise,
     Ewma,
+    LossScale,
     RollingWindow,
+    last_digit_step,
     log_if_positive,
     mean_std,
 )
@@ -129,3 +131,48 @@ def test_mean_std_overflows_to_inf_instead_of_raising() -> None:
     mean, std = mean_std([1e308, 1e308, -1e308])
     assert not math.isfinite(std) or not math.isfinite(mean)
     assert mean_std([2.0]) == (2.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "step"),
+    [(0.0113, 1e-4), (2.5, 0.1), (3.0, 0.1), (-0.0001, 1e-4), (2.5e-05, 1e-6), (1e20, 0.1)],
+)
+def test_the_last_digit_step_is_that_of_the_value_as_written(value: float, step: float) -> None:
+    assert last_digit_step(value) == pytest.approx(step)
+
+
+def scale_of(values: list[float]) -> LossScale:
+    scale = LossScale()
+    for value in values:
+        scale.push(value)
+    return scale
+
+
+def test_a_loss_is_on_a_log_scale_while_it_is_positive_and_above_its_rounding_floor() -> None:
+    assert not scale_of([0.8917, 0.8196, 0.5, 0.6476, 0.0013]).additive
+    # A full-precision loss has no rounding floor to speak of.
+    assert not scale_of([0.6931471805599453, 0.000123456789]).additive
+
+
+def test_a_loss_that_crosses_zero_is_on_an_additive_scale_for_good() -> None:
+    scale = scale_of([0.0002, -0.0001])
+    assert scale.additive
+    assert not scale.push(0.5)
+    assert scale.additive
+
+
+def test_a_loss_at_its_rounding_floor_is_on_an_additive_scale_once_the_floor_is_known() -> None:
+    # Five values teach the floor: a first 0.5 may be 0.5000 written short.
+    assert not scale_of([0.5]).additive
+    scale = scale_of([0.8917, 0.8196, 0.6476, 0.4701, 0.0004])
+    assert scale.additive
+    assert scale.floor == pytest.approx(0.0005)
+
+
+def test_a_loss_scale_survives_json() -> None:
+    scale = scale_of([0.8917, 0.8196])
+    copy = LossScale()
+    copy.restore(roundtrip(scale.state()))  # type: ignore[arg-type]
+    for value in (0.6476, 0.4701, 0.0004):
+        assert copy.push(value) == scale.push(value)
+    assert copy.state() == scale.state()

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 from fixtures.loss_curves import BATCH_SIZES, CurveSpec, clean_points
+from fixtures.rl_logs import grpo_points, with_loss
 
 from tunewatch.plugins.anomaly.base import Finding, Point
 from tunewatch.plugins.anomaly.spike import LossSpikeDetector
@@ -96,6 +97,29 @@ def test_points_without_the_metric_or_with_non_finite_values_are_skipped() -> No
     assert d.update(Point(6, {"eval_loss": 100.0}, 0.0)) == []
     assert d.update(Point(7, {"loss": float("nan")}, 0.0)) == []
     assert d.update(Point(8, {"loss": 0.0}, 0.0)) == []
+
+
+def test_the_zero_logged_for_a_nan_loss_leaves_the_loss_on_its_log_scale() -> None:
+    values = noisy(100)
+    d = detector()
+    feed(d, values[:60])
+    # Hugging Face's logging_nan_inf_filter: the loss of a NaN step is logged as 0.0, with
+    # the NaN grad norm beside it. It is no value of the loss: a x3 spike is still one after.
+    assert d.update(Point(61, {"loss": 0.0, "grad_norm": float("nan")}, 61.0)) == []
+    assert [f.step for f in d.update(Point(62, {"loss": 3.0 * values[61]}, 62.0))] == [62]
+
+
+def test_a_loss_at_its_rounding_floor_is_never_a_spike() -> None:
+    # Logged with 4 decimals, 0.0001 -> 0.0003 is rounding, not a loss that tripled.
+    values = [0.0001] * 60 + [0.0003, 0.0001, 0.0004, 0.0002, 0.0009]
+    assert feed(detector(), values) == []
+
+
+def test_an_rl_objective_that_jumps_far_beyond_its_spread_is_a_spike() -> None:
+    d = detector()
+    found = [f for p in with_loss(grpo_points(), 400, 0.05, 400) for f in d.update(p)]
+    assert [(f.step, f.severity) for f in found] == [(400, "critical")]
+    assert "its usual spread" in found[0].detail
 
 
 @pytest.mark.parametrize("batch_size", BATCH_SIZES)
