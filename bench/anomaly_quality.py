@@ -7,6 +7,9 @@ learning-rate blow-up, a blow-up to NaN, training data switched to random tokens
 Every alert is counted after the same `AlertGate`, i.e. what a person would receive, for
 tunewatch's detectors and, in the same run, for two baselines: Axolotl's loss watchdog (loss
 above 5.0 for 3 logs, plus a NaN check) and a plain 3-sigma z-score on the loss.
+The same run replays the real-run corpus (bench/corpus: public training logs labelled by hand
+by the rules in bench/corpus/LABELLING.md) through tunewatch's own parsers, with the same
+baselines; `--only-corpus` replays it alone, `--no-corpus` skips it.
 
 Run: .venv/bin/python bench/anomaly_quality.py [--seeds heldout|dev] [--cases N] [--no-real]
 Defaults were tuned on `--seeds dev`; the reported figures use the held-out seeds.
