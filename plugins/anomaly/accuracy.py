@@ -7,6 +7,10 @@ and are compared raw. With a small batch, even the smoothed train accuracy wande
 a few points, so its drop must also exceed `sigmas` times the smoothed value's noise (estimated
 from successive differences, as divergence does): a light smoothing then reacts quickly at
 large batch sizes without alerting on the noise of small ones.
+
+Accuracies are judged only once the run's losses show it learning (`LossProgress`), or when
+it logs no loss to tell by: on a run that learns nothing the accuracy is noise around chance,
+its recent best a lucky draw, and any evaluation a few points below it a "drop".
 """
 
 from __future__ import annotations
@@ -16,7 +20,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from tunewatch.plugins.anomaly.base import Finding, Point
+from tunewatch.plugins.anomaly.not_learning import LossProgress, Verdict
 from tunewatch.plugins.anomaly.rolling import DiffNoise, Ewma, RollingWindow
+
+# Where the state keeps the losses' progress, beside the tracks named by their metric.
+PROGRESS_KEY = "(progress)"
 
 
 class _Track:
@@ -64,13 +72,16 @@ class AccuracyDropDetector:
         alpha: float,
         warmup_points: int,
         eval_warmup_points: int,
+        progress: LossProgress,
     ) -> None:
         self.drop_points = drop_points
         self.sigmas = sigmas
+        self.progress = progress
         self._warmup = {m: eval_warmup_points if _is_eval(m) else warmup_points for m in metrics}
         self._tracks = {m: _Track(window_points, 1.0 if _is_eval(m) else alpha) for m in metrics}
 
     def update(self, point: Point) -> list[Finding]:
+        self.progress.update(point)
         findings: list[Finding] = []
         for metric, track in self._tracks.items():
             value = point.finite(metric)
@@ -79,7 +90,14 @@ class AccuracyDropDetector:
             finding = self._update_one(metric, track, value, point.step)
             if finding is not None:
                 findings.append(finding)
-        return findings
+        return findings if self._judged() else []
+
+    def _judged(self) -> bool:
+        """Whether the losses let accuracies be judged. (The tracks go on all the same: once
+        the run learns, their recent best is ready.)"""
+        if self.progress.verdict() is Verdict.LEARNING:
+            return True
+        return not any(track.logged for track in self.progress.tracks.values())
 
     def _update_one(self, metric: str, track: _Track, value: float, step: int) -> Finding | None:
         # Once a value above 1 is seen the metric is a percentage for good: a fraction never
@@ -112,12 +130,15 @@ class AccuracyDropDetector:
         )
 
     def state(self) -> dict[str, Any]:
-        return {metric: track.state() for metric, track in self._tracks.items()}
+        tracks = {metric: track.state() for metric, track in self._tracks.items()}
+        return {**tracks, PROGRESS_KEY: self.progress.state()}
 
     def restore(self, state: Mapping[str, Any]) -> None:
         for metric, track in self._tracks.items():
             if metric in state:
                 track.restore(state[metric])
+        if PROGRESS_KEY in state:
+            self.progress.restore(state[PROGRESS_KEY])
 
 
 def _is_eval(metric: str) -> bool:

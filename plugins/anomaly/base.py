@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +23,33 @@ class Point:
         """The metric's value when the point carries it and it is a finite number."""
         value = self.metrics.get(metric)
         return value if value is not None and math.isfinite(value) else None
+
+
+def is_pattern(metric: str) -> bool:
+    """Whether a configured metric name is a pattern, `*` standing for any text."""
+    return "*" in metric
+
+
+class MetricPattern:
+    """Configured names with `*` in them (`eval_*_loss`: the eval loss of each dataset when a
+    Trainer evaluates several), matched against the names a point carries."""
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        self.patterns = patterns
+        self._matches: dict[str, bool] = {}  # name -> whether it matches; a run has few names
+
+    def matching(self, point: Point) -> Iterator[str]:
+        """The names of `point` that match, in the point's order."""
+        if not self.patterns:
+            return
+        for name in point.metrics:
+            matches = self._matches.get(name)
+            if matches is None:
+                matches = self._matches[name] = any(
+                    fnmatch.fnmatchcase(name, pattern) for pattern in self.patterns
+                )
+            if matches:
+                yield name
 
 
 def nan_stand_in(point: Point, value: float) -> bool:

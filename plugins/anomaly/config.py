@@ -23,19 +23,20 @@ EwmaWeight = Annotated[float, GreaterThan(0), AtMost(1)]
 class AnomalyConfig:
     enabled: bool = True
     # Kinds to switch off: non_finite, loss_spike, divergence, inverted_loss, zscore,
-    # accuracy_drop, stall, best_model.
+    # accuracy_drop, not_learning, stall, best_model.
     disabled_kinds: tuple[str, ...] = ()
 
     # Points carrying a metric before it is judged (train metrics / eval metrics).
     warmup_points: int = 20
     eval_warmup_points: int = 3
 
-    non_finite_metrics: tuple[str, ...] = ("loss", "eval_loss", "grad_norm")
+    # Metric lists take patterns: `eval_*_loss` is the eval loss of each dataset evaluated.
+    non_finite_metrics: tuple[str, ...] = ("loss", "eval_loss", "eval_*_loss", "grad_norm")
     # A non-finite value of a metric that is not a loss (grad_norm) is info until it lasts
     # this many logged points: fp16 training skips an overflowing step by design.
     non_finite_persist_points: PositiveInt = 3
 
-    spike_metrics: tuple[str, ...] = ("loss", "eval_loss")
+    spike_metrics: tuple[str, ...] = ("loss", "eval_loss", "eval_*_loss")
     # A rolling median needs a few points; a shorter window would never judge (spikes off).
     spike_window_points: Annotated[int, AtLeast(SPIKE_MIN_WINDOW)] = 50
     spike_eval_window_points: Annotated[int, AtLeast(SPIKE_MIN_WINDOW)] = 10
@@ -67,6 +68,14 @@ class AnomalyConfig:
     accuracy_sigmas: float = 8.0
     accuracy_window_points: PositiveInt = 200
     accuracy_ewma_alpha: EwmaWeight = 0.1
+
+    # A loss improved by less than this (relative to its start) after not_learning_points
+    # train points and not_learning_evals evaluations: the run is not learning. Past 0.5,
+    # a run that halves its loss would be said not to learn.
+    not_learning_min_improvement: Annotated[float, GreaterThan(0), AtMost(0.5)] = 0.05
+    # (At least twice the warm-up is waited for: its median is the start to compare with.)
+    not_learning_points: PositiveInt = 100
+    not_learning_evals: PositiveInt = 6
 
     stall_minutes: float = 30.0  # 0: no stall alert for silence
 

@@ -11,17 +11,19 @@ plugin feeds it points and publishes its verdicts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from tunewatch.plugins.anomaly.accuracy import AccuracyDropDetector
-from tunewatch.plugins.anomaly.base import Detector, Finding, NewBest, Point
+from tunewatch.plugins.anomaly.base import Detector, Finding, NewBest, Point, is_pattern
 from tunewatch.plugins.anomaly.best import BestModelTracker
 from tunewatch.plugins.anomaly.config import AnomalyConfig
 from tunewatch.plugins.anomaly.divergence import DivergenceDetector
 from tunewatch.plugins.anomaly.inverted import InvertedLossDetector
 from tunewatch.plugins.anomaly.non_finite import NonFiniteDetector
+from tunewatch.plugins.anomaly.not_learning import LossProgress, NotLearningDetector
+from tunewatch.plugins.anomaly.per_metric import PerMetric
 from tunewatch.plugins.anomaly.spike import LossSpikeDetector
 from tunewatch.plugins.anomaly.zscore import ZScoreDetector
 
@@ -236,15 +238,7 @@ def build_detectors(config: AnomalyConfig) -> dict[str, Detector]:
         "non_finite": NonFiniteDetector(c.non_finite_metrics, c.non_finite_persist_points)
     }
     for metric in c.spike_metrics:
-        is_eval = metric.startswith("eval_")
-        detectors[f"loss_spike:{metric}"] = LossSpikeDetector(
-            metric,
-            window_points=c.spike_eval_window_points if is_eval else c.spike_window_points,
-            warmup_points=c.eval_warmup_points if is_eval else c.warmup_points,
-            mad_z=c.spike_mad_z,
-            min_rise=c.spike_min_rise,
-            ratio=c.spike_ratio,
-        )
+        detectors[f"loss_spike:{metric}"] = _per_metric(metric, lambda m: _spike(c, m))
     detectors["divergence"] = DivergenceDetector(
         c.divergence_metric,
         alpha=c.divergence_ewma_alpha,
@@ -276,5 +270,37 @@ def build_detectors(config: AnomalyConfig) -> dict[str, Detector]:
         alpha=c.accuracy_ewma_alpha,
         warmup_points=c.warmup_points,
         eval_warmup_points=c.eval_warmup_points,
+        progress=_progress(c),
     )
+    detectors["not_learning"] = NotLearningDetector(_progress(c))
     return {name: d for name, d in detectors.items() if d.kind not in c.disabled_kinds}
+
+
+def _per_metric(metric: str, make: Callable[[str], Detector]) -> Detector:
+    """The detector of `metric`, or of each metric matching it when it is a pattern."""
+    if not is_pattern(metric):
+        return make(metric)
+    return PerMetric(make(metric).kind, metric, make)
+
+
+def _spike(c: AnomalyConfig, metric: str) -> LossSpikeDetector:
+    is_eval = metric.startswith("eval_")
+    return LossSpikeDetector(
+        metric,
+        window_points=c.spike_eval_window_points if is_eval else c.spike_window_points,
+        warmup_points=c.eval_warmup_points if is_eval else c.warmup_points,
+        mad_z=c.spike_mad_z,
+        min_rise=c.spike_min_rise,
+        ratio=c.spike_ratio,
+    )
+
+
+def _progress(c: AnomalyConfig) -> LossProgress:
+    """A judge of whether the run learns (each detector that asks keeps its own)."""
+    return LossProgress(
+        min_improvement=c.not_learning_min_improvement,
+        points=c.not_learning_points,
+        evals=c.not_learning_evals,
+        warmup_points=c.warmup_points,
+        eval_warmup_points=c.eval_warmup_points,
+    )

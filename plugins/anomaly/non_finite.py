@@ -9,25 +9,27 @@ while the loss stays finite: one such point is `info`; it turns critical once it
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from typing import Any
 
 from tunewatch.daemon.events import Severity
-from tunewatch.plugins.anomaly.base import Finding, Point
+from tunewatch.plugins.anomaly.base import Finding, MetricPattern, Point, is_pattern
 
 
 class NonFiniteDetector:
     kind = "non_finite"
 
     def __init__(self, metrics: tuple[str, ...], persist_points: int = 3) -> None:
-        self.metrics = metrics
+        self.metrics = tuple(m for m in metrics if not is_pattern(m))
+        self._patterns = MetricPattern(tuple(m for m in metrics if is_pattern(m)))
         self.persist_points = max(1, persist_points)
         self._streak: dict[str, int] = {}  # metric -> consecutive non-finite points
 
     def update(self, point: Point) -> list[Finding]:
         findings: list[Finding] = []
-        for metric in self.metrics:
+        for metric in itertools.chain(self.metrics, self._patterns.matching(point)):
             value = point.metrics.get(metric)
             if value is None:
                 continue

@@ -6,10 +6,12 @@ import json
 import random
 
 import pytest
+from fixtures.classification_logs import multiple_choice_run
 from fixtures.loss_curves import BATCH_SIZES, CurveSpec, clean_points
 
 from tunewatch.plugins.anomaly.accuracy import AccuracyDropDetector
 from tunewatch.plugins.anomaly.base import Finding, Point
+from tunewatch.plugins.anomaly.not_learning import LossProgress
 
 
 def detector() -> AccuracyDropDetector:
@@ -21,6 +23,9 @@ def detector() -> AccuracyDropDetector:
         alpha=0.1,
         warmup_points=20,
         eval_warmup_points=3,
+        progress=LossProgress(
+            min_improvement=0.05, points=100, evals=6, warmup_points=20, eval_warmup_points=3
+        ),
     )
 
 
@@ -78,6 +83,25 @@ def test_eval_accuracy_is_judged_raw_after_a_few_evaluations() -> None:
 def test_a_rising_accuracy_is_never_a_drop() -> None:
     values = [0.3 + 0.4 * i / 500 for i in range(500)]
     assert findings(values) == []
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_accuracy_noise_on_a_run_that_learns_nothing_is_no_drop(seed: int) -> None:
+    # Eval accuracy at chance, 25 % give or take 3 points: its recent best is a lucky draw.
+    d = detector()
+    assert [f for p in multiple_choice_run(seed=seed) for f in d.update(p)] == []
+
+
+def test_once_the_loss_shows_learning_a_drop_is_reported() -> None:
+    points = multiple_choice_run(learns_from=300, questions=2000, seed=1)
+    broken = [
+        Point(p.step, {**p.metrics, "eval_accuracy": p.metrics["eval_accuracy"] - 0.3}, p.time)
+        if "eval_accuracy" in p.metrics and p.step >= 1500
+        else p
+        for p in points
+    ]
+    d = detector()
+    assert [f.step for f in (f for p in broken for f in d.update(p))][:1] == [1500]
 
 
 @pytest.mark.parametrize("batch_size", BATCH_SIZES)

@@ -38,6 +38,10 @@ def test_values_are_typed_and_lists_become_tuples() -> None:
         ({"warmup_points": 2.5}, "[anomaly] warmup_points: expected a non-negative integer"),
         ({"zscore_severity": "loud"}, "expected one of 'info', 'normal', 'critical'"),
         ({"spike_treshold": 3}, "[anomaly] unknown key 'spike_treshold'"),
+        (
+            {"not_learning_min_improvement": 0.7},
+            "[anomaly] not_learning_min_improvement: must be at most 0.5",
+        ),
     ],
 )
 def test_mistakes_name_the_key(table: dict[str, object], message: str) -> None:

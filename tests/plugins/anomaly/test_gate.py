@@ -228,6 +228,25 @@ def test_a_dpo_run_raises_no_alert(seed: int) -> None:
     assert alerted(verdicts(RunDetectors(AnomalyConfig()), dpo_points(seed=seed))) == []
 
 
+def test_the_eval_loss_of_each_evaluated_dataset_is_judged_as_an_eval_loss() -> None:
+    # Trainer(eval_dataset={"g0": ..., "g1": ...}) logs eval_g0_loss and eval_g1_loss only.
+    points = []
+    for p in clean_points(CurveSpec(steps=2000, batch_size=8, eval_every=100, seed=3)):
+        if "eval_loss" in p.metrics:
+            level = p.metrics["eval_loss"]
+            g1 = 1.3 * level * (4.0 if p.step == 1500 else 1.0)
+            g0 = math.nan if p.step >= 1800 else level
+            p = Point(p.step, {"eval_g0_loss": g0, "eval_g1_loss": g1}, p.time)
+        points.append(p)
+    found = verdicts(RunDetectors(AnomalyConfig()), points)
+    assert [
+        (a.finding.step, a.finding.kind, a.finding.metric, a.push) for v in found for a in v.alerts
+    ] == [
+        (1500, "loss_spike", "eval_g1_loss", True),
+        (1800, "non_finite", "eval_g0_loss", True),
+    ]
+
+
 def test_a_loss_blow_up_alerts_spike_and_divergence_once_each() -> None:
     points = clean_points(CurveSpec(steps=400, batch_size=4, eval_every=0, seed=2))
     blown = [
@@ -251,6 +270,7 @@ def test_disabled_kinds_are_not_built() -> None:
         "divergence",
         "inverted_loss",
         "accuracy_drop",
+        "not_learning",
     }
     assert run.update(Point(1, {"eval_loss": 1.0}, 0.0)).new_best is None
 
@@ -337,7 +357,7 @@ def test_curves_with_nan_and_inf_never_crash_any_detector(points: list[Point]) -
         for alert in verdict.alerts:
             assert alert.finding.kind in {
                 "non_finite", "loss_spike", "divergence", "inverted_loss", "zscore",
-                "accuracy_drop",
+                "accuracy_drop", "not_learning",
             }  # fmt: skip
     restored = RunDetectors(SMALL)
     restored.restore(json.loads(json.dumps(run.state())))

@@ -74,3 +74,11 @@ def test_a_streak_survives_a_restart() -> None:
     found = restored.update(Point(2, {"loss": 1.0, "grad_norm": math.inf}, 0.0))
     assert found[0].severity == "critical"
     assert NonFiniteDetector(WATCHED).state() == {"streak": {}}
+
+
+def test_a_pattern_watches_each_metric_it_matches() -> None:
+    # A Trainer evaluating several datasets logs eval_<name>_loss for each.
+    detector = NonFiniteDetector(("loss", "eval_*_loss"))
+    metrics = {"eval_g0_loss": 1.2, "eval_g1_loss": math.nan, "eval_g1_runtime": math.inf}
+    found = detector.update(Point(100, metrics, 0.0))
+    assert [(f.metric, f.severity) for f in found] == [("eval_g1_loss", "critical")]
