@@ -139,6 +139,9 @@ class AccuracyDropDetector:
                 track.restore(state[metric])
         if PROGRESS_KEY in state:
             self.progress.restore(state[PROGRESS_KEY])
+        else:
+            # Saved before accuracies waited for the losses: judged as they were then.
+            self.progress.learned = True
 
 
 def _is_eval(metric: str) -> bool:

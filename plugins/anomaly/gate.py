@@ -238,7 +238,9 @@ def build_detectors(config: AnomalyConfig) -> dict[str, Detector]:
         "non_finite": NonFiniteDetector(c.non_finite_metrics, c.non_finite_persist_points)
     }
     for metric in c.spike_metrics:
-        detectors[f"loss_spike:{metric}"] = _per_metric(metric, lambda m: _spike(c, m))
+        detectors[f"loss_spike:{metric}"] = _per_metric(
+            LossSpikeDetector.kind, metric, lambda m: _spike(c, m)
+        )
     detectors["divergence"] = DivergenceDetector(
         c.divergence_metric,
         alpha=c.divergence_ewma_alpha,
@@ -276,11 +278,9 @@ def build_detectors(config: AnomalyConfig) -> dict[str, Detector]:
     return {name: d for name, d in detectors.items() if d.kind not in c.disabled_kinds}
 
 
-def _per_metric(metric: str, make: Callable[[str], Detector]) -> Detector:
+def _per_metric(kind: str, metric: str, make: Callable[[str], Detector]) -> Detector:
     """The detector of `metric`, or of each metric matching it when it is a pattern."""
-    if not is_pattern(metric):
-        return make(metric)
-    return PerMetric(make(metric).kind, metric, make)
+    return PerMetric(kind, metric, make) if is_pattern(metric) else make(metric)
 
 
 def _spike(c: AnomalyConfig, metric: str) -> LossSpikeDetector:

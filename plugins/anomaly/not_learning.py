@@ -58,8 +58,10 @@ class _Track:
         self.recent = RollingWindow(self.start_points)
         self.noise = DiffNoise()
         self.count = 0
+        self.first_step: int | None = None
+        self.joined_late = False
 
-    def push(self, value: float) -> None:
+    def push(self, value: float, step: int) -> None:
         self.scale.push(value)
         if self.scale.additive:
             return
@@ -67,15 +69,20 @@ class _Track:
         self.count += 1
         self.recent.push(log_value)
         self.noise.push(log_value)
+        if self.first_step is None:
+            self.first_step = step
         if self.count == self.start_points:
             # Medians, not means: a first loss of 580 before the run settles at 9 (an untrained
             # head) is no start level, nor is one spike a level now.
             self.start = self.recent.median()
+            # First seen later than its warm-up lasted, the loss was watched from the middle
+            # of the run (tunewatch upgraded or started during it): that is no start either.
+            self.joined_late = self.first_step > step - self.first_step
 
     @property
     def logged(self) -> bool:
-        """Whether this loss is a track at all (logged, and on a log scale)."""
-        return self.count > 0 and not self.scale.additive
+        """Whether this loss is a track at all: logged from the start, on a log scale."""
+        return self.count > 0 and not self.scale.additive and not self.joined_late
 
     def improvement(self) -> float | None:
         """How far below its start the level now is (relative), once both are measured."""
@@ -100,6 +107,8 @@ class _Track:
             "recent": self.recent.state(),
             "noise": self.noise.state(),
             "count": self.count,
+            "first_step": self.first_step,
+            "joined_late": self.joined_late,
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -109,6 +118,10 @@ class _Track:
         self.recent.restore(state["recent"])
         self.noise.restore(state["noise"])
         self.count = int(state["count"])
+        # States saved before these were kept: a track then was judged from its start.
+        first_step = state.get("first_step")
+        self.first_step = None if first_step is None else int(first_step)
+        self.joined_late = bool(state.get("joined_late", False))
 
 
 class LossProgress:
@@ -138,7 +151,7 @@ class LossProgress:
         for metric, track in self.tracks.items():
             value = point.finite(metric)
             if value is not None and not nan_stand_in(point, value):
-                track.push(value)
+                track.push(value, point.step)
 
     def verdict(self) -> Verdict:
         if self.learned:

@@ -120,3 +120,17 @@ def test_state_round_trip_continues_identically() -> None:
     resumed += findings(points[150:], second)
     assert resumed == straight
     assert straight
+
+
+def test_a_loss_first_seen_mid_run_has_no_start_to_be_judged_against() -> None:
+    # tunewatch started (or was upgraded) at step 50,000 of a run that learned long ago: its
+    # loss is flat from then on, and that says nothing about whether the run learns.
+    rng = random.Random(7)
+    points = [
+        Point(step, {"loss": 0.9 * math.exp(rng.gauss(0.0, 0.03))}, step)
+        for step in range(50_000, 53_000, 10)
+    ]
+    assert findings(points) == []
+    # The same flat loss from the run's first step is a run that does not learn.
+    from_start = [Point(p.step - 50_000 + 10, p.metrics, p.time) for p in points]
+    assert [f.kind for f in findings(from_start)][:1] == ["not_learning"]
