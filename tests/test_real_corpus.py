@@ -32,6 +32,9 @@ def _summary(score: aq.LogScore) -> tuple[list[str], list[str]]:
     return missed, false
 
 
+CLEAN = ("pl-vqvae-weld-v40", "hf-chatbot-sft", "lf-qwen7b-medical-sft")
+
+
 def _known_failure(log_id: str, reason: str) -> object:
     return pytest.param(log_id, marks=pytest.mark.xfail(strict=False, reason=reason))
 
@@ -40,39 +43,50 @@ def _known_failure(log_id: str, reason: str) -> object:
     "log_id",
     [
         "whisper-hi",  # overfitting: the eval loss rises at every evaluation after the first
+        "whisper-nl",  # a mid-run bounce above the best (noise), overfitting at the end
         "pl-vqvae-weld-v39",  # a divergence: the training loss climbs from 2.2 to 102
+        "pl-vqvae-weld-v25",  # a divergence that spikes the eval and train losses on the way
+        "pl-vqvae-weld-v40",  # a healthy run whose eval loss bounces before it settles
+        "pl-gauss-mlp-v2",  # a run that does not learn: its NLL is flat for 120 points
         "hf-chatbot-sft",  # a clean causal-LM fine-tune
         "lf-qwen7b-medical-sft",  # a clean, noisy LLaMA-Factory LoRA SFT (689 lines)
     ],
 )
-def test_labelled_episodes_are_pushed_and_nothing_else(log_id: str) -> None:
+def test_labelled_episodes_are_pushed_once_and_nothing_else(log_id: str) -> None:
     score = _replay(log_id)
 
-    assert score.log.episodes or log_id in ("hf-chatbot-sft", "lf-qwen7b-medical-sft")
+    assert score.log.episodes or log_id in CLEAN
     assert _summary(score) == ([], [])
+    # One push per episode: a divergence that spikes on the way up is one incident.
+    assert len(score.pushes) == len(score.log.episodes)
 
 
 @pytest.mark.parametrize(
     "log_id",
     [
         _known_failure(
-            "whisper-nl",
-            "three evaluations above the best mid-run (0.239 -> 0.253), a new best at the next "
-            "one: pushed as overfitting",
-        ),
-        _known_failure(
-            "pl-vqvae-weld-v40",
-            "the eval loss of a healthy run bounces before it settles; pushed twice as overfitting",
-        ),
-        _known_failure(
             "pl-vqvae-weld-v37",
-            "an early false overfitting episode holds back the real one at the end of the run",
+            "overfitting at the very end (eval 3.06 -> 3.9 over the last 3 evaluations) on an "
+            "eval loss that swung by 30-70 % between evaluations earlier: within its noise",
+        ),
+        _known_failure(
+            "pl-vqvae-weld-v30",
+            "overfitting at the end while the train loss rises too (0.40 -> 0.55 between "
+            "evaluations): not told as overfitting",
         ),
         _known_failure(
             "pl-forecast-v10",
-            "isolated 100x loss spikes that recover at once and a noisy 1e-6 eval loss are pushed",
+            "an eval loss near 1e-6 that swings 5x between evaluations: two of its rises pass "
+            "the noise test and are pushed as overfitting",
         ),
-        _known_failure("pl-gauss-mlp-v2", "no detector tells a run that does not learn"),
+        _known_failure(
+            "gemma2-lora-seqcls",
+            "the eval loss rises 13 % over 3 evaluations at step 2200 while the train loss "
+            "falls, then sets a new best: pushed as overfitting",
+        ),
+        _known_failure(
+            "pl-gauss-mlp-v10", "a Gaussian NLL flat around 4 with dips below 0: not judged"
+        ),
     ],
 )
 def test_known_misfires_on_real_runs(log_id: str) -> None:

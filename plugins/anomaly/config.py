@@ -44,6 +44,10 @@ class AnomalyConfig:
     spike_min_rise: float = 0.5
     # At 1 or below, any point above its median would be a spike.
     spike_ratio: Annotated[float, GreaterThan(1)] = 10.0
+    # A spike is info; it is critical when the loss has not come back after this many points
+    # (train) or evaluations (eval).
+    spike_recover_points: PositiveInt = 5
+    spike_recover_evals: PositiveInt = 2
 
     divergence_metric: str = "loss"
     divergence_ewma_alpha: EwmaWeight = 0.3

@@ -4,7 +4,10 @@ Detectors report a condition on every point while it holds. The gate turns that 
 one `Alert` per episode of (kind, metric), counts the repeats, and ends each episode with one
 `Recovery` when the condition has been absent for a while. Every episode is recorded; whether
 a person is told (`push`) is decided here too: never for `info` findings, and not again within
-`cooldown_s` of the last push for the same (kind, metric), on the points' own clock.
+`cooldown_s` of the last push for the same (kind, metric), on the points' own clock, nor while
+a pushed episode of the same incident is in progress or was pushed within `cooldown_s`
+(`INCIDENTS`: a loss that diverges spikes on the way up, and drags the eval loss with it; a
+person wants that told once).
 `RunDetectors` bundles every detector of one run with the best-model tracker and the gate: the
 plugin feeds it points and publishes its verdicts.
 """
@@ -26,6 +29,10 @@ from tunewatch.plugins.anomaly.not_learning import LossProgress, NotLearningDete
 from tunewatch.plugins.anomaly.per_metric import PerMetric
 from tunewatch.plugins.anomaly.spike import LossSpikeDetector
 from tunewatch.plugins.anomaly.zscore import ZScoreDetector
+
+# Kinds that are one incident whatever the metric: while an episode of one of them is pushed
+# and in progress, or within `cooldown_s` of its push, another is recorded, not pushed.
+INCIDENTS = ({"loss_spike", "divergence"},)
 
 # Bumped whenever the shape of `RunDetectors.state()` changes incompatibly.
 STATE_VERSION = 1
@@ -58,7 +65,8 @@ class GateCounts:
 
     alerts: int = 0  # episodes recorded
     repeats: int = 0  # findings while an episode was already active
-    suppressed: int = 0  # episodes not pushed: within `cooldown_s` of the last push
+    suppressed: int = 0  # episodes not pushed: within `cooldown_s` of the last push, or
+    # part of an incident already pushed
 
 
 @dataclass(slots=True)
@@ -94,7 +102,7 @@ class AlertGate:
             if key in fired:
                 continue  # one finding per (kind, metric) and point is all the gate needs
             fired.add(key)
-            alert = self._on_finding(self._episodes.setdefault(key, _Episode()), finding, point)
+            alert = self._on_finding(key, finding, point)
             if alert is not None:
                 alerts.append(alert)
         recoveries: list[Recovery] = []
@@ -110,24 +118,43 @@ class AlertGate:
             )
         return alerts, recoveries
 
-    def _on_finding(self, episode: _Episode, finding: Finding, point: Point) -> Alert | None:
+    def _on_finding(self, key: tuple[str, str], finding: Finding, point: Point) -> Alert | None:
         """Record one finding; the alert of a new episode (pushed or not), or None."""
+        episode = self._episodes.setdefault(key, _Episode())
         episode.quiet = 0
         pushable = finding.severity != "info"
+        held = pushable and (
+            not self._cooled_down(episode, point.time) or self._told_incident(key, point.time)
+        )
         if not episode.active:
             episode.active, episode.alerted, episode.findings = True, False, 1
             episode.alerts += 1
-            if pushable and not self._cooled_down(episode, point.time):
+            if held:
                 episode.suppressed += 1
                 return Alert(finding, push=False)
             return Alert(finding, push=pushable and self._push(episode, point.time))
         episode.findings += 1
-        if episode.alerted or not pushable or not self._cooled_down(episode, point.time):
+        if episode.alerted or not pushable or held:
             episode.repeats += 1
             return None
-        # An episode held back by the cooldown that is still going once the cooldown is over
-        # is news again: a person must not believe the earlier recovery.
+        # An episode held back (by the cooldown, or recorded as info) that is still going, and
+        # now worth a push, is news: a person must not believe the earlier recovery, and a
+        # spike that did not come back is no longer a bad batch.
         return Alert(finding, push=self._push(episode, point.time))
+
+    def _told_incident(self, key: tuple[str, str], now: float) -> bool:
+        """Whether another episode of the same incident was pushed and is still in progress,
+        or was pushed within `cooldown_s`."""
+        kinds = next((group for group in INCIDENTS if key[0] in group), None)
+        if kinds is None:
+            return False
+        return any(
+            other != key
+            and other[0] in kinds
+            and e.last_alert_time is not None
+            and ((e.active and e.alerted) or now - e.last_alert_time < self.cooldown_s)
+            for other, e in self._episodes.items()
+        )
 
     def _push(self, episode: _Episode, now: float) -> bool:
         episode.alerted, episode.last_alert_time = True, now
@@ -292,6 +319,7 @@ def _spike(c: AnomalyConfig, metric: str) -> LossSpikeDetector:
         mad_z=c.spike_mad_z,
         min_rise=c.spike_min_rise,
         ratio=c.spike_ratio,
+        recover_points=c.spike_recover_evals if is_eval else c.spike_recover_points,
     )
 
 

@@ -17,93 +17,154 @@ from collections.abc import Mapping
 from typing import Any
 
 from tunewatch.plugins.anomaly.base import Finding, Point
-from tunewatch.plugins.anomaly.rolling import RollingWindow
+from tunewatch.plugins.anomaly.rolling import CurveNoise, RollingWindow
 
 CHOSEN, REJECTED = "rewards/chosen", "rewards/rejected"
+# Overfitting: the eval loss's level must be this many standard deviations of one evaluation
+# above its best, the noise measured over the last NOISE_EVALS evaluations (a run's early
+# evaluations swing more than its late ones; fewer make the MAD estimate itself swing).
+NOISE_SIGMAS = 2.0
+NOISE_EVALS = 30
+# The train loss at an evaluation: the median of its points since the last one (at most this
+# many, the latest): a mean would follow one bad batch.
+TRAIN_POINTS = 50
+# ...and must have fallen by this much (relative) since the best: a train loss on a plateau
+# drifts below its old median by chance, half the time.
+TRAIN_DROP = 0.05
 # How many standard errors below zero the mean reward margin must be (a one-sided t-test).
 REWARD_SIGNIFICANCE = 3.0
 
 
 class _EvalOverfit:
-    """Eval loss rising from its best while the train loss keeps falling."""
+    """Eval loss rising from its best while the train loss keeps falling.
+
+    Early stopping's patience rule, made robust to a noisy eval loss (a small eval set): the
+    eval loss has not beaten its best for `evals` evaluations, and its level now, the median of
+    its last `evals` evaluations (one high evaluation is a bad draw), is `min_rise` above that
+    best and beyond its noise: `NOISE_SIGMAS` standard deviations of one evaluation, from the
+    second differences of the last `NOISE_EVALS` (log scale; `CurveNoise`). An eval loss that
+    swings by half from one evaluation to the next says nothing with a 30 % rise, while a
+    smooth one rising by 5 % is news. Once said, overfitting lasts until the eval loss beats
+    its best. The train loss (the median of its points since the previous
+    evaluation) must be `TRAIN_DROP` below where it was at the best: a run whose train loss
+    rose too is diverging, and one whose train loss stopped falling is on a plateau, not
+    overfitting.
+    """
 
     def __init__(self, evals: int, min_rise: float, warmup_evals: int) -> None:
         self.evals = max(1, evals)
         self.min_rise = min_rise
         self.warmup_evals = warmup_evals
         self.seen = 0
+        self.recent = RollingWindow(self.evals)
+        self.noise = CurveNoise(NOISE_EVALS)
         self.best: float | None = None
+        self.best_step = 0
         self.since_best = 0
-        self.train_at_best: float | None = None  # train-loss mean of the interval of the best
-        self.train_mean: float | None = None  # of the last finished interval
-        self.train_sum = 0.0
-        self.train_count = 0
+        self.train = RollingWindow(TRAIN_POINTS)
+        self.train_at_best: float | None = None
+        self.train_now: float | None = None
+        self.overfitting = False  # said, and the eval loss has not beaten its best since
 
     def update(self, point: Point) -> Finding | None:
         loss = point.finite("loss")
         if loss is not None:
-            self.train_sum += loss
-            self.train_count += 1
+            self.train.push(loss)
         value = point.finite("eval_loss")
         if value is None:
             return None
-        if self.train_count:
-            # Averaging every train point between two evaluations removes the batch noise
-            # without a smoothing constant to tune.
-            self.train_mean = self.train_sum / self.train_count
-            self.train_sum, self.train_count = 0.0, 0
         self.seen += 1
+        self.recent.push(value)
+        if value > 0.0:
+            self.noise.push(math.log(value))
+        if len(self.train):
+            self.train_now = self.train.median()
+            self.train = RollingWindow(TRAIN_POINTS)
         if self.best is None or value < self.best:
-            self.best, self.since_best, self.train_at_best = value, 0, self.train_mean
+            self.best, self.best_step, self.since_best = value, point.step, 0
+            self.train_at_best = self.train_now
+            self.overfitting = False
             return None
         self.since_best += 1
-        return self._judge(value, point.step)
+        finding = self._judge(self.recent.median(), point.step)
+        if finding is not None:
+            self.overfitting = True
+        elif self.overfitting:
+            # Once said, overfitting lasts until the eval loss beats its best: a lucky
+            # evaluation on the way up is no recovery, and no reason to tell it again.
+            finding = self._still(value, point.step)
+        return finding
 
-    def _judge(self, value: float, step: int) -> Finding | None:
+    def _still(self, value: float, step: int) -> Finding:
         assert self.best is not None
-        if self.seen < self.warmup_evals or self.since_best < self.evals:
-            return None
-        if value - self.best <= self.min_rise * abs(self.best):
-            return None
-        if self.train_mean is None or self.train_at_best is None:
-            return None  # no train loss to compare: cannot tell overfitting from a bad run
-        if self.train_mean >= self.train_at_best:
-            return None
-        # A best of exactly 0 has no relative rise to speak of (and must not divide by zero).
-        rise = f"{value / self.best - 1:.0%}" if self.best > 0 else f"{value - self.best:.4g}"
+        return self._finding(
+            value,
+            step,
+            f"eval_loss {value:.4g} has not beaten its best {self.best:.4g} at step "
+            f"{self.best_step} for {self.since_best} evaluations (overfitting?)",
+        )
+
+    def _finding(self, value: float, step: int, detail: str) -> Finding:
         return Finding(
             kind=InvertedLossDetector.kind,
-            severity="critical",
+            severity="normal",
             metric="eval_loss",
             value=value,
             expected=self.best,
-            detail=(
-                f"eval_loss {value:.4g} is {rise} above its best "
-                f"{self.best:.4g} after {self.since_best} evaluations while the train loss fell "
-                f"from {self.train_at_best:.4g} to {self.train_mean:.4g} (overfitting?)"
-            ),
+            detail=detail,
             step=step,
+        )
+
+    def _judge(self, level: float, step: int) -> Finding | None:
+        assert self.best is not None
+        if self.seen < self.warmup_evals or self.since_best < self.evals:
+            return None
+        if level - self.best <= self.min_rise * abs(self.best):
+            return None
+        if self.best > 0.0 and math.log(level / self.best) <= NOISE_SIGMAS * self.noise.std():
+            return None
+        if self.train_now is None or self.train_at_best is None:
+            return None  # no train loss to compare: cannot tell overfitting from a bad run
+        if self.train_now >= self.train_at_best * (1.0 - TRAIN_DROP):
+            return None
+        # A best of exactly 0 has no relative rise to speak of (and must not divide by zero).
+        rise = f"{level / self.best - 1:.0%}" if self.best > 0 else f"{level - self.best:.4g}"
+        return self._finding(
+            level,
+            step,
+            f"eval_loss {level:.4g} (median of the last {len(self.recent)} evaluations) is "
+            f"{rise} above its best {self.best:.4g} at step {self.best_step}, "
+            f"{self.since_best} evaluations ago, while the train loss fell from "
+            f"{self.train_at_best:.4g} to {self.train_now:.4g} (overfitting?)",
         )
 
     def state(self) -> dict[str, Any]:
         return {
             "seen": self.seen,
+            "recent": self.recent.state(),
+            "noise": self.noise.state(),
             "best": self.best,
+            "best_step": self.best_step,
             "since_best": self.since_best,
+            "train": self.train.state(),
             "train_at_best": self.train_at_best,
-            "train_mean": self.train_mean,
-            "train_sum": self.train_sum,
-            "train_count": self.train_count,
+            "train_now": self.train_now,
+            "overfitting": self.overfitting,
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
+        if "recent" not in state:
+            return  # saved by the single-evaluation rule: starts afresh, as after a wipe
         self.seen = int(state["seen"])
+        self.recent.restore(state["recent"])
+        self.noise.restore(state["noise"])
         self.best = _optional(state["best"])
+        self.best_step = int(state["best_step"])
         self.since_best = int(state["since_best"])
+        self.train.restore(state["train"])
         self.train_at_best = _optional(state["train_at_best"])
-        self.train_mean = _optional(state["train_mean"])
-        self.train_sum = float(state["train_sum"])
-        self.train_count = int(state["train_count"])
+        self.train_now = _optional(state["train_now"])
+        self.overfitting = bool(state["overfitting"])
 
 
 class _RewardOrder:

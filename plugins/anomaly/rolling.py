@@ -130,6 +130,47 @@ class DiffNoise:
         self._last = None if last is None else float(last)
 
 
+# Second differences below this many: their MAD is too unreliable (see `CurveNoise.std`).
+ROBUST_SECOND_DIFFS = 8
+
+
+class CurveNoise:
+    """Robust standard deviation of a sparse series' noise, from its second differences.
+
+    A few evaluations of a run follow a curve (falling, then turning up when it overfits):
+    their first differences change along it, and `DiffNoise` reads that change as noise.
+    Second differences, x[i+1] - 2 x[i] + x[i-1], remove any trend that is locally a straight
+    line; for independent noise their spread is sqrt(6) times the noise.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._diffs = RollingWindow(size)
+        self._last: list[float] = []
+
+    def push(self, value: float) -> None:
+        if len(self._last) == 2:
+            self._diffs.push(value - 2.0 * self._last[1] + self._last[0])
+        self._last = [*self._last[-1:], value]
+
+    def std(self) -> float:
+        """The noise estimate; 0.0 until there are a few second differences."""
+        n = len(self._diffs)
+        if n < 3:
+            return 0.0
+        if n < ROBUST_SECOND_DIFFS:
+            # The MAD of a handful of values can be near 0 by chance; the plain standard
+            # deviation cannot, and an outlier only makes it err on the cautious side.
+            return self._diffs.std() / math.sqrt(6.0)
+        return self._diffs.mad() / MAD_TO_Z / math.sqrt(6.0)
+
+    def state(self) -> dict[str, Any]:
+        return {"diffs": self._diffs.state(), "last": list(self._last)}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self._diffs.restore(state["diffs"])
+        self._last = [float(v) for v in state["last"]][-2:]
+
+
 # A value fewer than this many steps of its last logged digit away from zero is rounded by 10 %
 # or more: its relative changes are the trainer's rounding (a loss logged with 4 decimals
 # "triples" from 0.0001 to 0.0003), not the run's.

@@ -16,12 +16,20 @@ rounding floor) has no level to be relative to: there a spike is a rise above th
 window, whichever is larger, and at least its rounding floor). That is Megatron's guard with
 the spread for a unit: a GRPO loss that jumps from 0.0002 to 0.05 is a spike, one that wanders
 from 0.0001 to 0.0009 is not.
+
+A spike that comes back is a bad batch: the run shrugs it off, and a person told at 3 a.m. could
+have done nothing. So the spike itself is `info` (recorded, never pushed), and only a spike that
+does not recover is `critical`: when the median of the `recover_points` points after it is still
+above the spike threshold's floor (`min_rise` above the level before it, or for an additive
+scale half the spike's threshold), the loss has moved to a new level and the run needs a look.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from tunewatch.plugins.anomaly.base import Finding, Point, nan_stand_in
@@ -29,6 +37,11 @@ from tunewatch.plugins.anomaly.rolling import MAD_TO_Z, DiffNoise, LossScale, Ro
 
 # Fewer points than this make the median meaningless, whatever the warm-up says.
 MIN_WINDOW = 3
+# A spike has not recovered when the median of the points after it is this many times the
+# loss's noise (per point, log scale) above the level before it: the median of 5 points strays
+# by about 0.56 of that noise, so 2 is over 3.5 of its own standard deviations.
+RECOVERY_SIGMAS = 2.0
+MAX_LOG_RISE = 700.0  # (math.exp overflows past ~709)
 
 
 class LossSpikeDetector:
@@ -43,8 +56,10 @@ class LossSpikeDetector:
         mad_z: float,
         min_rise: float,
         ratio: float,
+        recover_points: int,
     ) -> None:
         self.metric = metric
+        self.recover_points = max(1, recover_points)
         self.warmup_points = warmup_points
         self.mad_z = mad_z
         self.min_rise = min_rise
@@ -53,6 +68,7 @@ class LossSpikeDetector:
         self._noise = DiffNoise()
         self._scale = LossScale()
         self._seen = 0
+        self._pending: _Pending | None = None  # the last spike, until it recovers or not
 
     def update(self, point: Point) -> list[Finding]:
         value = point.finite(self.metric)
@@ -61,7 +77,9 @@ class LossSpikeDetector:
         if self._scale.push(value):
             self._noise = DiffNoise()  # differences of logs say nothing of an additive noise
         finding = None
-        if self._seen >= self.warmup_points and len(self._window) >= MIN_WINDOW:
+        if self._pending is not None:
+            finding = self._watch(self._pending, value, point.step)
+        if finding is None and self._seen >= self.warmup_points and len(self._window) >= MIN_WINDOW:
             finding = self._judge(value, point.step)
         # The spike itself enters the window: the median shrugs it off, and a lasting shift in
         # level becomes the new normal (a sustained rise is divergence's business).
@@ -75,7 +93,8 @@ class LossSpikeDetector:
         if self._scale.additive:
             return self._judge_additive(value, level, step)
         if value > self.ratio * level:
-            return self._finding(value, level, step, f"{value / level:.1f}x its recent median")
+            why = f"{value / level:.1f}x its recent median"
+            return self._spike(value, level, self._recovered_below(level), step, why)
         if value <= level * (1.0 + self.min_rise):
             return None
         noise = self._noise.std()
@@ -83,7 +102,15 @@ class LossSpikeDetector:
         z = math.inf if noise == 0.0 else math.log(value / level) / noise
         if z <= self.mad_z:
             return None
-        return self._finding(value, level, step, f"{z:.1f} robust sigmas above its recent median")
+        why = f"{z:.1f} robust sigmas above its recent median"
+        return self._spike(value, level, self._recovered_below(level), step, why)
+
+    def _recovered_below(self, level: float) -> float:
+        """Under this, the median of the points after a spike says the loss came back: within
+        `min_rise` of the level before, or within its noise when that is wider (a median of a
+        few noisy points strays from the level by chance)."""
+        log_rise = max(math.log1p(self.min_rise), RECOVERY_SIGMAS * self._noise.std())
+        return level * math.exp(min(log_rise, MAX_LOG_RISE))
 
     def _judge_additive(self, value: float, level: float, step: int) -> Finding | None:
         rise = value - level
@@ -96,16 +123,49 @@ class LossSpikeDetector:
         if rise <= self.ratio * spread:
             return None
         why = f"{rise / spread:.0f} times its usual spread ({spread:.2g}) above its recent median"
-        return self._finding(value, level, step, why)
+        recovered_below = level + 0.5 * self.ratio * spread
+        return self._spike(value, level, recovered_below, step, why)
 
-    def _finding(self, value: float, level: float, step: int, why: str) -> Finding:
+    def _spike(
+        self, value: float, level: float, recovered_below: float, step: int, why: str
+    ) -> Finding:
+        if self._pending is None:  # a second spike while the first is watched is the same one
+            self._pending = _Pending(step, value, level, recovered_below, [])
         return Finding(
             kind=self.kind,
-            severity="critical",
+            severity="info",
             metric=self.metric,
             value=value,
             expected=level,
             detail=f"{self.metric} {value:.4g} at step {step} is {why} {level:.4g}",
+            step=step,
+        )
+
+    def _watch(self, pending: _Pending, value: float, step: int) -> Finding | None:
+        """The spike's verdict once `recover_points` points followed it: nothing if the loss
+        came back; critical if it stayed up, and on every point after while it stays up and
+        the rolling median has not made the new level the normal one."""
+        pending.after.append(value)
+        del pending.after[: -self.recover_points]
+        if len(pending.after) < self.recover_points:
+            return None
+        now = statistics.median(pending.after)
+        # Back under the threshold, or the new level is the normal now (the rolling median
+        # caught up with it): either way no longer a spike (a sustained rise is divergence's).
+        if now <= pending.recovered_below or self._window.median() > pending.recovered_below:
+            self._pending = None
+            return None
+        return Finding(
+            kind=self.kind,
+            severity="critical",
+            metric=self.metric,
+            value=now,
+            expected=pending.level,
+            detail=(
+                f"{self.metric} jumped to {pending.value:.4g} at step {pending.step} from its "
+                f"recent median {pending.level:.4g} and has not come back: its median over the "
+                f"last {len(pending.after)} points is {now:.4g} (step {step})"
+            ),
             step=step,
         )
 
@@ -115,6 +175,7 @@ class LossSpikeDetector:
             "noise": self._noise.state(),
             "scale": self._scale.state(),
             "seen": self._seen,
+            "pending": None if self._pending is None else asdict(self._pending),
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -123,3 +184,16 @@ class LossSpikeDetector:
         if "scale" in state:  # saved before scales: judged on the log scale, as then
             self._scale.restore(state["scale"])
         self._seen = int(state["seen"])
+        pending = state.get("pending")  # (absent from states saved before spikes were watched)
+        self._pending = None if pending is None else _Pending(**pending)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A spike watched for recovery: where it was, the level before it, the points since."""
+
+    step: int
+    value: float
+    level: float
+    recovered_below: float
+    after: list[float]

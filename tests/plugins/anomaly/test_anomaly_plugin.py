@@ -335,7 +335,8 @@ async def test_a_spike_in_a_resumed_segment_is_detected(harness: Harness) -> Non
     resumed[9] = (30, 10 * resumed[9][1])
     await harness.log_points(resumed)
     await harness.finish()
-    assert ("loss_spike", 30, "critical") in alerts(harness)
+    # A bad batch the loss shrugs off: recorded, not pushed.
+    assert ("loss_spike", 30, "info") in alerts(harness)
 
 
 async def test_a_bogus_huge_step_does_not_switch_detection_off(harness: Harness) -> None:

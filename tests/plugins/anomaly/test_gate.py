@@ -157,6 +157,49 @@ def test_kinds_and_metrics_are_gated_independently() -> None:
     ]
 
 
+def test_one_incident_is_pushed_once_whatever_kinds_and_metrics_tell_it() -> None:
+    # A diverging loss: divergence is pushed; the eval loss spiking with it, and the train loss
+    # spike that did not come back, are the same incident: recorded, not pushed again.
+    feed = Feed(gate())
+    feed.point(finding(0, kind="divergence"), metrics=("loss",))
+    feed.point(
+        finding(0, kind="divergence"), finding(0, metric="eval_loss"), metrics=("loss", "eval_loss")
+    )
+    feed.point(finding(0, kind="divergence"), finding(0), metrics=("loss",))
+    assert [(a.finding.kind, a.finding.metric, a.push) for a in feed.alerts] == [
+        ("divergence", "loss", True),
+        ("loss_spike", "eval_loss", False),
+        ("loss_spike", "loss", False),
+    ]
+    assert feed.g.counts()[("loss_spike", "loss")].suppressed == 1
+    # Other kinds are news of their own: a NaN loss on top of the divergence is pushed.
+    feed.point(finding(0, kind="divergence"), finding(0, kind="non_finite"))
+    assert (feed.alerts[-1].finding.kind, feed.alerts[-1].push) == ("non_finite", True)
+    # Once the divergence is over, and told more than `cooldown_s` ago, a new spike that does
+    # not come back is news again.
+    for _ in range(3):
+        feed.point()
+    assert ("divergence", "loss") not in feed.g.active()
+    feed.point(finding(0, metric="grad_norm"), metrics=("grad_norm",))
+    assert not feed.alerts[-1].push
+    feed.point(finding(0, metric="eval_g1_loss"), metrics=("eval_g1_loss",), dt=700.0)
+    assert (feed.alerts[-1].finding.metric, feed.alerts[-1].push) == ("eval_g1_loss", True)
+
+
+def test_an_info_episode_that_turns_critical_is_pushed_then() -> None:
+    # A spike is info; when the loss has not come back, the same episode becomes critical.
+    feed = Feed(gate())
+    feed.point(replace(finding(0), severity="info"))
+    feed.point()
+    feed.point(finding(0))
+    feed.point(finding(0))
+    assert [(a.finding.step, a.finding.severity, a.push) for a in feed.alerts] == [
+        (1, "info", False),
+        (3, "critical", True),
+    ]
+    assert feed.g.counts()[("loss_spike", "loss")] == GateCounts(alerts=1, repeats=1)
+
+
 def test_gate_state_round_trip_continues_identically() -> None:
     pattern = [[finding(0)], [], [finding(0)], [], [], [], [finding(0)], [], [], [], []]
     straight = Feed(gate(cooldown_s=5.0))
@@ -242,12 +285,13 @@ def test_the_eval_loss_of_each_evaluated_dataset_is_judged_as_an_eval_loss() -> 
     assert [
         (a.finding.step, a.finding.kind, a.finding.metric, a.push) for v in found for a in v.alerts
     ] == [
-        (1500, "loss_spike", "eval_g1_loss", True),
+        # A bad evaluation of one dataset that the next ones do not repeat: recorded only.
+        (1500, "loss_spike", "eval_g1_loss", False),
         (1800, "non_finite", "eval_g0_loss", True),
     ]
 
 
-def test_a_loss_blow_up_alerts_spike_and_divergence_once_each() -> None:
+def test_a_loss_blow_up_records_spike_and_divergence_and_pushes_once() -> None:
     points = clean_points(CurveSpec(steps=400, batch_size=4, eval_every=0, seed=2))
     blown = [
         Point(p.step, {**p.metrics, "loss": p.metrics["loss"] * 30.0}, p.time)
@@ -255,12 +299,14 @@ def test_a_loss_blow_up_alerts_spike_and_divergence_once_each() -> None:
         else p
         for p in points
     ]
-    kinds = [
-        (step, kind) for step, kind, _ in alerted(verdicts(RunDetectors(AnomalyConfig()), blown))
-    ]
+    found = verdicts(RunDetectors(AnomalyConfig()), blown)
+    kinds = [(step, kind) for step, kind, _ in alerted(found)]
     assert (251, "loss_spike") in kinds
     divergence = [step for step, kind in kinds if kind == "divergence"]
     assert len(divergence) == 1 and 251 <= divergence[0] <= 256
+    # One incident, one push: whichever of the two said it first.
+    pushes = [a for v in found for a in v.alerts if a.push]
+    assert len(pushes) == 1 and pushes[0].finding.kind in ("divergence", "loss_spike")
 
 
 def test_disabled_kinds_are_not_built() -> None:

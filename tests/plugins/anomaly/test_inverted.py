@@ -44,9 +44,19 @@ def test_overfitting_is_reported_once_eval_stayed_above_its_best_for_k_evaluatio
     found = findings(run_log(falling(200), evals))
     assert [f.step for f in found] == [160, 180, 200]
     first = found[0]
-    assert (first.kind, first.metric, first.severity) == ("inverted_loss", "eval_loss", "critical")
+    assert (first.kind, first.metric, first.severity) == ("inverted_loss", "eval_loss", "normal")
     assert first.expected == 3.0
     assert "overfitting" in first.detail
+
+
+def test_overfitting_lasts_until_the_eval_loss_beats_its_best() -> None:
+    # A lucky evaluation on the way up ends nothing: the episode (and its single push) lasts
+    # until a new best.
+    evals = {20: 4.0, 40: 3.5, 60: 3.0, 80: 3.3, 100: 3.4, 120: 3.5, 140: 3.05, 160: 3.6,
+             180: 3.7, 200: 2.9, 220: 3.0}  # fmt: skip
+    found = findings(run_log(falling(220), evals))
+    assert [f.step for f in found] == [120, 140, 160, 180]
+    assert "has not beaten its best" in found[1].detail
 
 
 def test_eval_rising_with_the_train_loss_is_not_inverted() -> None:

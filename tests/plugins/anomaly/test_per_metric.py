@@ -11,7 +11,13 @@ from tunewatch.plugins.anomaly.spike import LossSpikeDetector
 
 def spikes(metric: str) -> Detector:
     return LossSpikeDetector(
-        metric, window_points=10, warmup_points=3, mad_z=5.0, min_rise=0.5, ratio=10.0
+        metric,
+        window_points=10,
+        warmup_points=3,
+        mad_z=5.0,
+        min_rise=0.5,
+        ratio=10.0,
+        recover_points=2,
     )
 
 
