@@ -934,6 +934,10 @@ class CorpusTotals:
     def pushes_per_2k(self) -> float:
         return 2e3 * self.pushes / self.points if self.points else 0.0
 
+    @property
+    def episodes_found(self) -> int:
+        return sum(hit for hit, _ in self.found.values())
+
 
 def corpus_totals(scores: Sequence[LogScore]) -> CorpusTotals:
     found: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -1067,6 +1071,14 @@ def corpus_goals(t: CorpusTotals) -> str:
         f"- {text}: {value:.2f} {'met' if value <= goal else 'NOT met'}"
         for text, value, goal in checks
     ]
+    # What a perfect detector would score: one push per labelled episode, and nothing else.
+    episodes = sum(total for _, total in t.found.values())
+    floor = 2e3 * episodes / t.points if t.points else 0.0
+    lines.append(
+        f"  (one push per labelled episode and nothing else would be {floor:.2f} per 2,000 "
+        f"points on this corpus: {episodes} episodes in {t.points:,} points; pushes beyond the "
+        f"first of each episode found: {t.pushes - t.false_pushes - t.episodes_found})"
+    )
     for kind, (hit, total) in zip(GOAL_RECALL_KINDS, recall, strict=True):
         verdict = "no episode labelled" if not total else "met" if hit == total else "NOT met"
         lines.append(f"- recall 1.0 on {kind}: {hit}/{total} {verdict}")
