@@ -10,8 +10,9 @@ import datetime as dt
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -20,6 +21,9 @@ from tunewatch.daemon.history import KINDS
 from tunewatch.daemon.instance_lock import AlreadyRunning
 from tunewatch.daemon.store import StateDirError, Store, StoreError
 from tunewatch.daemon.text import printable
+
+if TYPE_CHECKING:
+    from tunewatch.daemon.plugin import CommandRegistry, PluginCommand
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -35,7 +39,11 @@ def parse_duration_s(text: str) -> float:
     return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The verbs of the core; plugins add theirs through `register_commands` (see daemon/plugin.py).
+CORE_COMMANDS = frozenset({"run", "status", "events", "install-service", "plugins"})
+
+
+def build_parser(commands: CommandRegistry | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunewatch", description="Watches LLM fine-tuning runs so that you do not have to."
     )
@@ -65,22 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("plugins", help="list the plugins that were found")
 
-    validate = sub.add_parser("validate", help="check fine-tuning data files before training")
-    validate.add_argument("files", nargs="+", type=Path, help="JSONL or JSON-array files")
-    validate.add_argument("--verbose", action="store_true", help="every problem, not the first few")
-    validate.add_argument("--json", action="store_true", help="machine-readable output")
-    validate.add_argument("--markdown", action="store_true", help="a Markdown report")
-    validate.add_argument("--tokenizer", help="tokenizer or run directory (newest checkpoint)")
-    validate.add_argument("--test-file", type=Path, help="held-out file to check for leakage")
-    validate.add_argument("--max-seq-len", type=int, help="count examples longer than this")
-    validate.add_argument(
-        "--min-score", type=int, default=70, help="exit 1 below this score (default 70)"
-    )
+    for command in commands.commands.values() if commands is not None else ():
+        verb = sub.add_parser(command.name, help=command.help)
+        command.add_arguments(verb)
+        verb.set_defaults(plugin_command=command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from tunewatch.daemon.plugin import discover_plugins, plugin_commands
+
+    commands = plugin_commands(discover_plugins(), set(CORE_COMMANDS))
+    for error in commands.errors:
+        print(f"tunewatch: {printable(error)}", file=sys.stderr)
+    args = build_parser(commands).parse_args(argv)
     try:
         return _dispatch(args)
     except ConfigError as exc:
@@ -113,9 +119,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_install_service(args)
     if args.command == "plugins":
         return _cmd_plugins(args)
-    if args.command == "validate":
-        return _cmd_validate(args)
+    command: PluginCommand | None = getattr(args, "plugin_command", None)
+    if command is not None:
+        return _run_plugin_command(command, args)
     raise AssertionError(args.command)
+
+
+def _run_plugin_command(command: PluginCommand, args: argparse.Namespace) -> int:
+    from tunewatch.daemon.plugin import CommandContext, discover_plugins, plugin_config
+
+    def config() -> Any:
+        (plugin,) = [p for p in discover_plugins() if p.name == command.plugin]
+        return plugin_config(plugin, _settings(args))
+
+    return command.run(CommandContext(args, lambda: _settings(args), config))
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -214,12 +231,14 @@ def _cmd_install_service(args: argparse.Namespace) -> int:
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
     from tunewatch.daemon.instance_lock import read_health
-    from tunewatch.daemon.plugin import discover_plugins
+    from tunewatch.daemon.plugin import discover_plugins, plugin_commands
 
     running, health = read_health(_settings(args).state_dir())
     states = health.plugins if running and health is not None else {}
     code = EXIT_OK
-    for plugin in discover_plugins():
+    plugins = discover_plugins()
+    verbs = plugin_commands(plugins, set(CORE_COMMANDS)).commands.values()
+    for plugin in plugins:
         fields = [plugin.name]
         if plugin.cls is None:
             fields.append(f"FAILED to load: {plugin.error}")
@@ -232,59 +251,13 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
                 code = EXIT_FAILED
             elif state is not None:
                 fields.append(state)
+            names = [verb.name for verb in verbs if verb.plugin == plugin.name]
+            if names:
+                fields.append("commands: " + ", ".join(names))
         print("\t".join(map(printable, fields)))
     if not running:
         print("(tunewatch is not running: load errors only)")
     return code
-
-
-def _cmd_validate(args: argparse.Namespace) -> int:
-    from tunewatch.plugins.validate import render
-    from tunewatch.plugins.validate.reader import UnreadableInput
-    from tunewatch.plugins.validate.tokens import TokenizerNotFound
-    from tunewatch.plugins.validate.validate import validate_file
-
-    reports, code = [], EXIT_OK
-    for path in args.files:
-        try:
-            report = validate_file(
-                path,
-                tokenizer=args.tokenizer,
-                test_file=args.test_file,
-                max_seq_len=args.max_seq_len,
-                progress=_validate_progress(path),
-            )
-        except (UnreadableInput, TokenizerNotFound) as exc:
-            print(f"tunewatch validate: {printable(str(exc))}", file=sys.stderr)
-            code = EXIT_USAGE
-            continue
-        reports.append(report)
-        if report.score < args.min_score and code == EXIT_OK:
-            code = EXIT_FAILED
-        if args.markdown:
-            sys.stdout.write(render.render_markdown(report, verbose=args.verbose))
-        elif not args.json:
-            sys.stdout.write(render.render_text(report, verbose=args.verbose))
-    if args.json:
-        sys.stdout.write(render.dumps_json(reports))
-    return code
-
-
-def _validate_progress(path: Path) -> Callable[[int], None] | None:
-    """A percentage on stderr, only for large files and only when a person is watching."""
-    try:
-        size = path.stat().st_size
-    except OSError:
-        return None
-    if not sys.stderr.isatty() or size < 64 << 20:
-        return None
-
-    def show(done: int) -> None:
-        sys.stderr.write(f"\r{path.name}: {100 * done // size}%")
-        if done >= size:
-            sys.stderr.write("\n")
-
-    return show
 
 
 if __name__ == "__main__":

@@ -1,12 +1,18 @@
-"""The plugin API: discovery through entry points, a context per plugin, isolated start and stop.
+"""The plugin API: discovery through entry points, a context per plugin, isolated start and stop,
+and CLI verbs contributed by plugins.
 
 Built-in plugins are registered in the `tunewatch.plugins` entry-point group exactly like a
 third-party one. A plugin that fails to load or start is reported and skipped; the others run.
 Set TUNEWATCH_LOAD_PLUGINS to a comma-separated list of names to load only those.
+
+A plugin adds `tunewatch <verb>` commands with a `register_commands(commands)` classmethod (as
+datasette's `register_commands` hook): the core CLI imports no plugin, and `validate` or
+`compare` come from their plugins exactly as a third-party verb would.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import os
@@ -76,8 +82,81 @@ class PluginContext:
             self.on_failure(self.name, f"{task.get_name()} failed: {type(exc).__name__}: {exc}")
 
 
+@dataclass(frozen=True, slots=True)
+class CommandContext:
+    """What a plugin's CLI verb gets: its parsed arguments, and the config on demand (a verb
+    that needs none must work without a valid config file)."""
+
+    args: argparse.Namespace
+    settings: Callable[[], Settings]  # the whole config, every plugin section validated
+    config: Callable[[], Any]  # this plugin's own section (its `Config` dataclass)
+
+
+@dataclass(frozen=True, slots=True)
+class PluginCommand:
+    """A verb a plugin contributes: `tunewatch <name> ...`."""
+
+    plugin: str
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[CommandContext], int]  # an exit code: 0 ok, 1 failed, 2 usage error
+
+
+class CommandRegistry:
+    """Collects the verbs of every plugin; a name already taken (by the core or an earlier
+    plugin) is refused with the reason, and the other verbs still work."""
+
+    def __init__(self, reserved: set[str]) -> None:
+        self._reserved = set(reserved)
+        self.commands: dict[str, PluginCommand] = {}
+        self.errors: list[str] = []
+        self._plugin = ""
+
+    def for_plugin(self, plugin: str) -> CommandRegistry:
+        self._plugin = plugin
+        return self
+
+    def add(
+        self,
+        name: str,
+        *,
+        help: str,
+        add_arguments: Callable[[argparse.ArgumentParser], None],
+        run: Callable[[CommandContext], int],
+    ) -> None:
+        """Add `tunewatch <name>`: `add_arguments` declares its options, `run` carries it out."""
+        if name in self._reserved or name in self.commands:
+            owner = self.commands[name].plugin if name in self.commands else "tunewatch"
+            self.errors.append(
+                f"plugin {self._plugin}: command {name!r} is already provided by {owner}"
+            )
+            return
+        self.commands[name] = PluginCommand(self._plugin, name, help, add_arguments, run)
+
+
+def plugin_commands(plugins: list[DiscoveredPlugin], reserved: set[str]) -> CommandRegistry:
+    """The verbs of every loaded plugin, and why any could not be added."""
+    registry = CommandRegistry(reserved)
+    for plugin in plugins:
+        register = getattr(plugin.cls, "register_commands", None) if plugin.cls else None
+        if register is None:
+            continue
+        try:
+            register(registry.for_plugin(plugin.name))
+        except Exception as exc:  # a broken third-party hook must not take the CLI down
+            registry.errors.append(
+                f"plugin {plugin.name}: register_commands failed: {type(exc).__name__}: {exc}"
+            )
+    return registry
+
+
 class Plugin(Protocol):
-    """A unit of behaviour that subscribes to the bus. One docstring line per hook."""
+    """A unit of behaviour that subscribes to the bus. One docstring line per hook.
+
+    Optional: `register_commands(cls, commands: CommandRegistry) -> None`, a classmethod that
+    adds CLI verbs with `commands.add(...)`.
+    """
 
     name: ClassVar[str]
     Config: ClassVar[type[Any]]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 import structlog
+from fixtures.fake_distribution import installed_distribution
 from structlog.testing import capture_logs
 
 from tunewatch.daemon.bus import EventBus
@@ -28,9 +28,7 @@ from tunewatch.daemon.store import AsyncStore
 @pytest.fixture
 def fake_distribution(tmp_path: Path) -> Iterator[Path]:
     """A real installed distribution on sys.path whose entry points name one good, one broken."""
-    pkg = tmp_path / "twfake"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text(
+    source = (
         "from dataclasses import dataclass\n"
         "@dataclass(frozen=True)\n"
         "class Config:\n"
@@ -43,18 +41,9 @@ def fake_distribution(tmp_path: Path) -> Iterator[Path]:
         "    async def start(self): pass\n"
         "    async def stop(self): pass\n"
     )
-    dist = tmp_path / "twfake-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: twfake\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(
-        "[tunewatch.plugins]\nhello = twfake:Hello\nbroken = twfake_missing_module:Nope\n"
-    )
-    sys.path.insert(0, str(tmp_path))
-    try:
+    entry_points = {"hello": "twfake:Hello", "broken": "twfake_missing_module:Nope"}
+    with installed_distribution(tmp_path, "twfake", {"twfake": source}, entry_points):
         yield tmp_path
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("twfake", None)
 
 
 def test_built_in_plugins_are_registered_as_entry_points() -> None:

@@ -113,7 +113,8 @@ def test_hostile_files_neither_hang_start_nor_stop_and_a_restart_is_clean(
     append(bad / "m.jsonl", '{"current_steps": 4, "\\ud800": 1.0}\n')
     (bad / "training_status.json").write_text('{"status": "train\\ud800ing", "step": 3}')
     with DaemonProcess(tmp_path) as daemon:
-        for first, last in ((4, 19), (20, 29)):  # the second start meets the same input
+        # The second start meets the same input.
+        for starts, (first, last) in enumerate(((4, 19), (20, 29)), start=1):
             daemon.start(str(run), str(bad))
             append(run / "train.jsonl", lines(range(first, last + 1)))
             daemon.wait_for(
@@ -122,6 +123,14 @@ def test_hostile_files_neither_hang_start_nor_stop_and_a_restart_is_clean(
                     == list(range(1, last + 1))
                 ),
                 what="the healthy run's lines",
+            )
+            # (The three bad files are reported in their own time: on a busy machine the
+            # healthy lines can be recorded first.)
+            daemon.wait_for(
+                lambda starts=starts: (  # type: ignore[misc]
+                    len(daemon.events("--kind", "source_unreadable")) >= 3 * starts
+                ),
+                what="the bad files reported",
             )
             started = time.monotonic()
             assert daemon.stop(timeout_s=15) == 0
