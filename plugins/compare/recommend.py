@@ -90,7 +90,8 @@ def recommend(comparison: Comparison, weights: RecommendWeights | None = None) -
     quality = _quality(comparison, weights)
     if quality is not None:
         side, reason = quality
-        return Recommendation(side, (reason, _others_text(side, a, b, weights)))
+        others = _others_text(side, a, b, weights)
+        return Recommendation(side, (reason, f"{side.upper()}: {others}"))
     return _by_speed_and_size(comparison, weights)
 
 

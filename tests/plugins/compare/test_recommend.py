@@ -7,7 +7,7 @@ import pytest
 from tunewatch.plugins.compare.recommend import RecommendWeights, recommend, with_verdict
 from tunewatch.plugins.compare.results import ItemResult, ModelSide, Recommendation
 
-from .conftest import GIB, comparison, paired, side, speed
+from .comparisons import GIB, comparison, paired, side, speed
 
 
 def judged(a: ModelSide, b: ModelSide, items: list[ItemResult]) -> Recommendation:
@@ -58,7 +58,7 @@ def test_quality_comes_before_speed() -> None:
         "b",
         (
             "B: better than A, +65.0 % accuracy, p<0.001",
-            "50 % slower decode speed, same prefill speed, same size",
+            "B: 50 % slower decode speed, same prefill speed, same size",
         ),
     )
 

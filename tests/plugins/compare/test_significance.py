@@ -18,7 +18,7 @@ from tunewatch.plugins.compare.significance import (
     significance,
 )
 
-from .conftest import item, paired
+from .comparisons import item, paired
 
 
 def brute_force_mcnemar(b: int, c: int) -> float:
