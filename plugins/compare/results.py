@@ -26,6 +26,8 @@ class SpeedFigures:
     warmup: int
     prompt_tokens: int  # per batch, padding excluded
     new_tokens: int  # per sequence (min_new_tokens = max_new_tokens)
+    # Whole generate calls (prefill included): what a bare `model.generate` timing loop reports.
+    generate_tokens_per_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,15 @@ class ItemResult:
     correct_b: bool
     log_likelihood_a: float  # mean per reference token
     log_likelihood_b: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExampleResult:
+    """One example prompt without a reference (no test file): both outputs, nothing judged."""
+
+    prompt: str
+    output_a: str
+    output_b: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +130,9 @@ class Comparison:
     items: tuple[ItemResult, ...] = ()
     significance: Significance | None = None
     recommendation: Recommendation | None = None
+    # Side-by-side outputs when there is no test file (with one, `items` holds them, judged).
+    # Kept apart from `items` so that significance is never computed on unjudged outputs.
+    examples: tuple[ExampleResult, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,6 +161,7 @@ class Comparison:
             recommendation=None
             if rec is None
             else Recommendation(rec["choice"], tuple(rec["reasons"])),
+            examples=tuple(ExampleResult(**example) for example in data.get("examples", ())),
         )
 
 
