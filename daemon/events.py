@@ -113,7 +113,11 @@ FINISHED_STATUSES = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class StatusChanged(Event):
-    """The trainer reported a new status (training, completed, failed...) or progress total."""
+    """The trainer reported a new status (training, completed, failed...) or progress total.
+
+    `implied` when tunewatch inferred it from the metrics (total steps reached, the end-of-run
+    summary logged) rather than the trainer saying so: the trainer's own word wins.
+    """
 
     run: str
     status: str
@@ -123,6 +127,7 @@ class StatusChanged(Event):
     pid: int | None = None
     time: float = field(default_factory=_now)
     seq: int = 0
+    implied: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,12 +316,16 @@ class ValidationFinished(Event):
 
 @dataclass(frozen=True, slots=True)
 class ComparisonFinished(Event):
+    """Two snapshots compared (`winner`: the one to use, None when neither), or the comparison
+    failed (`failed`; `summary` says why)."""
+
     run: str | None
     model_a: str
     model_b: str
     winner: str | None
     summary: str
     report_path: str | None
+    failed: bool = False
     time: float = field(default_factory=_now)
 
 

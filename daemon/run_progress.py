@@ -50,9 +50,13 @@ def implied_status(
     if newest is None or source is None:
         return None
     if not finished and (summary or (total is not None and newest >= total)):
-        return StatusChanged(run.name, FINISHED, source, step=newest, total_steps=total)
+        return StatusChanged(
+            run.name, FINISHED, source, step=newest, total_steps=total, implied=True
+        )
     if finished and run.status_is_ours and live and total is not None and newest < total:
-        return StatusChanged(run.name, TRAINING, source, step=newest, total_steps=total)
+        return StatusChanged(
+            run.name, TRAINING, source, step=newest, total_steps=total, implied=True
+        )
     return None
 
 
@@ -60,8 +64,10 @@ def follow(run: RunSources, recorded: Sequence[RunEvent], *, live: bool) -> None
     """Keep `run`'s progress current from events that were recorded."""
     for event in recorded:
         if isinstance(event, StatusChanged):
+            if event.implied and run.finished and not run.status_is_ours:
+                continue  # the trainer reported its end itself: the store kept that (_apply_status)
             run.finished = event.status in FINISHED_STATUSES
-            run.status_is_ours = event.status == FINISHED
+            run.status_is_ours = event.implied
             run.logging_after_finish = False
             run.total_steps = event.total_steps or run.total_steps
         elif isinstance(event, MetricsLogged | MetricsBatch) and _has_points(event):

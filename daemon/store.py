@@ -508,11 +508,14 @@ class Store:
         status, step, source = self.db.execute(
             "SELECT status, status_step, status_source FROM runs WHERE id = ?", (run_id,)
         ).fetchone()
-        # A run that finished at a step is finished, whichever source saw it first.
+        # A run that finished at a step is finished, whichever source saw it first; but what
+        # tunewatch inferred never replaces the end the trainer reported itself at that step
+        # ("completed" stays, whether the implied "finished" is committed before or after it).
         finishing = (
             event.status in ev.FINISHED_STATUSES
             and event.step is not None
             and (step is None or event.step >= step)
+            and not (event.implied and status in ev.FINISHED_STATUSES and event.step == step)
         )
         if (
             event.step is None

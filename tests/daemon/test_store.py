@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from array import array
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -370,6 +371,25 @@ def test_an_older_status_from_another_source_does_not_undo_a_newer_one(tmp_path:
     # The status file itself going back in steps is news: the run was resumed.
     store.commit_batch(run_id, [status("training", 20, "training_status.json")], None)
     assert store.runs()[0].status == "training"
+    store.close()
+
+
+@pytest.mark.parametrize("reported_first", [True, False])
+def test_the_end_a_trainer_reports_wins_over_the_end_tunewatch_inferred(
+    tmp_path: Path, reported_first: bool
+) -> None:
+    """The status file says "completed" at step 30; the trainer_state.json's last point at
+    the total steps implies "finished" at 30. Read in either order, the trainer's word stays."""
+    store = Store(tmp_path / "state.db")
+    run_id = store.ensure_run("/r", "run-a")
+    reported = status("completed", 30, "training_status.json")
+    implied = replace(status("finished", 30, "trainer_state.json"), implied=True)
+    for event in (reported, implied) if reported_first else (implied, reported):
+        store.commit_batch(run_id, [event], None)
+    assert store.runs()[0].status == "completed"
+    # A later step is news, inferred or not.
+    store.commit_batch(run_id, [replace(implied, step=40, total_steps=40)], None)
+    assert store.runs()[0].status == "finished"
     store.close()
 
 
