@@ -144,9 +144,13 @@ def compare_snapshots(
 ) -> Comparison:
     """Compare snapshot B against A; significance and recommendation are left to the caller.
 
+    Speed is timed on one batch of `batch_size` prompts: `prompts`, else the test items',
+    else DEFAULT_PROMPTS. With a test file every item is answered by both and `items` holds
+    them, judged; without one, the first `examples` of those prompts are answered side by side
+    (`examples`, unjudged). `dtype` "auto" is float32 on CPU and bfloat16 (float16 where
+    unsupported) on a GPU.
     Raises SnapshotRefused (before anything is loaded) for a snapshot that cannot be compared
     safely, UnreadableInput for a test file without items, DeviceBusy when deferring.
-    `dtype` "auto" is float32 on CPU and bfloat16 (float16 where unsupported) on a GPU.
     """
     if max_new_tokens < 2 or repeats < 1 or warmup < 0 or batch_size < 1:
         raise ValueError("max_new_tokens >= 2, repeats >= 1, warmup >= 0 and batch_size >= 1")
