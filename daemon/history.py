@@ -153,6 +153,8 @@ def to_row(event: ev.Event) -> HistoryRow:
     data = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
     data.pop("seq", None)
     severity = getattr(event, "severity", None) or _SEVERITY.get(kind, "info")
+    if getattr(event, "failed", False):
+        severity = "warning"  # a comparison that failed: the person should know why
     return HistoryRow(
         time=event.time,  # type: ignore[attr-defined]
         run=getattr(event, "run", None),

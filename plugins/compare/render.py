@@ -21,6 +21,7 @@ from rich.text import Text
 from tunewatch.daemon.text import printable
 from tunewatch.plugins.compare.results import (
     Comparison,
+    ExampleResult,
     ItemResult,
     ModelSide,
     Setup,
@@ -66,6 +67,8 @@ def _sections(comparison: Comparison, examples: int) -> list[_Section]:
     sections.append(_Lines("Setup", (_setup_line(comparison.setup),)))
     if comparison.items and examples > 0:
         sections.append(_examples_table(comparison.items, examples))
+    elif comparison.examples and examples > 0:
+        sections.append(_unjudged_examples_table(comparison.examples, examples))
     if comparison.recommendation is not None:
         rec = comparison.recommendation
         chosen = {"a": f"use A ({a.label})", "b": f"use B ({b.label})", None: "use neither"}
@@ -221,6 +224,28 @@ def _examples_table(items: Sequence[ItemResult], shown: int) -> _Table:
     )
     title = f"Side-by-side examples ({len(rows)} of {len(items)}, disagreements first)"
     return _Table(title, ("#", "prompt", "reference", "A output", "B output"), rows)
+
+
+def _unjudged_examples_table(examples: Sequence[ExampleResult], shown: int) -> _Table:
+    """Without a test file: the outputs of both, nothing judged, different outputs first."""
+    order = sorted(range(len(examples)), key=lambda i: (_same(examples[i]), i))[:shown]
+    rows = tuple(
+        (
+            str(i + 1),
+            _clip(examples[i].prompt),
+            _clip(examples[i].output_a),
+            _clip(examples[i].output_b),
+        )
+        for i in order
+    )
+    title = (
+        f"Side-by-side outputs ({len(rows)} of {len(examples)}, differences first; no test file)"
+    )
+    return _Table(title, ("#", "prompt", "A output", "B output"), rows)
+
+
+def _same(example: ExampleResult) -> bool:
+    return example.output_a == example.output_b
 
 
 def _agreement(item: ItemResult) -> int:
@@ -402,7 +427,8 @@ def notification_summary(comparison: Comparison) -> str:
     elif rec is not None and rec.choice is not None:
         chosen = a if rec.choice == "a" else b
         why = rec.reasons[0].partition(": ")[2] if rec.reasons else ""
-        line = f"{b} against {a}: use {chosen}" + (f": {why}" if why else "")
+        # (The notification's title names both snapshots already.)
+        line = f"use {chosen}" + (f": {why}" if why else "")
     else:
         line = f"{b} against {a}: compared, no test file"
     return _clip(printable(line), NOTIFICATION_CHARS)

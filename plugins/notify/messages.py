@@ -244,7 +244,7 @@ def comparison_alert(e: ComparisonFinished) -> Alert:
     if not summary:
         summary = f"{_name(e.winner)} is better" if e.winner else "no clear winner"
     return Alert(
-        title=f"Models compared: {a} vs {b}",
+        title=f"Comparison failed: {a} vs {b}" if e.failed else f"Models compared: {a} vs {b}",
         body=summary,
         kind="comparison",
         run=e.run,

@@ -115,7 +115,10 @@ def test_plugins_lists_the_verbs_each_plugin_adds(
 
 def test_the_built_in_verbs_come_from_their_plugins() -> None:
     registry = plugin_commands(discover_plugins(), set(CORE_COMMANDS))
-    assert {name: c.plugin for name, c in registry.commands.items()} == {"validate": "validate"}
+    assert {name: c.plugin for name, c in registry.commands.items()} == {
+        "validate": "validate",
+        "compare": "compare",
+    }
     assert registry.errors == []
 
 

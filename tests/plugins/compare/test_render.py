@@ -24,7 +24,7 @@ from tunewatch.plugins.compare.render import (
     render_markdown,
     render_terminal,
 )
-from tunewatch.plugins.compare.results import Comparison
+from tunewatch.plugins.compare.results import Comparison, ExampleResult
 
 from .comparisons import GIB, comparison, item, paired, side, speed
 
@@ -288,9 +288,9 @@ def test_notification_is_one_line_naming_the_snapshot() -> None:
 
 def test_notification_without_a_test_file_names_the_choice_and_why() -> None:
     c = with_verdict(comparison(side("a"), side("b", weights_bytes=GIB)))
+    # The notification's title names both ("Models compared: a vs b"); the body says which.
     assert notification_summary(c) == (
-        "b against a: use b: quality not compared (no test file, no trainer-logged eval_loss), "
-        "50 % smaller size"
+        "use b: quality not compared (no test file, no trainer-logged eval_loss), 50 % smaller size"
     )
 
 
@@ -303,3 +303,20 @@ def test_notification_of_a_hostile_label_stays_one_short_line() -> None:
     c = hostile(HOSTILE_TEXT * 10)
     line = notification_summary(c)
     assert "\n" not in line and "\x1b" not in line and len(line) <= 200
+
+
+def test_without_a_test_file_the_outputs_are_shown_side_by_side_unjudged() -> None:
+    c = replace(
+        comparison(side("a"), side("b")),
+        examples=(
+            ExampleResult("Say hi", "hi", "hi"),
+            ExampleResult("Count to 3", "1 2 3", "1 2 | 3 <b>"),
+        ),
+    )
+    text = render_markdown(c)
+    assert "Side-by-side outputs (2 of 2, differences first; no test file)" in text
+    rows = [
+        line for line in text.splitlines() if line.startswith("| 2 |") or line.startswith("| 1 |")
+    ]
+    assert rows[0].startswith("| 2 |")  # the outputs that differ come first
+    assert "&lt;b&gt;" in rows[0] and "✓" not in text and "✗" not in text
