@@ -141,8 +141,8 @@ def main() -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5, help="timed generate calls per round")
-    parser.add_argument("--rounds", type=int, default=3, help="alternations of ours and bare")
+    parser.add_argument("--repeats", type=int, default=3, help="timed generate calls per round")
+    parser.add_argument("--rounds", type=int, default=9, help="alternations of ours and bare")
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument(
