@@ -331,8 +331,42 @@ class ComparisonFinished(Event):
 
 @dataclass(frozen=True, slots=True)
 class ReportWritten(Event):
+    """A report was written to `path` (Markdown); `health` is its one-line summary."""
+
     path: str
     period_hours: float
+    health: str = ""
+    time: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceAlert(Event):
+    """A resource is running out before it kills a run: a disk filling, memory climbing.
+
+    One per episode (the resources plugin keeps the episode open until it recovers); `push`
+    False for an episode that comes back within the cooldown, recorded all the same.
+    """
+
+    resource: str  # "disk", "memory" (the host's RAM), "trainer_memory", "gpu_memory"
+    severity: Severity
+    summary: str  # what and when: "/data fills in 1.4 h at the rate checkpoints use it"
+    advice: str  # what to do, naming paths: the checkpoints that can go and what that frees
+    path: str | None = None  # the volume, or the GPU ("gpu0")
+    run: str | None = None
+    value: float | None = None  # the fraction used now
+    push: bool = True
+    time: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRecovered(Event):
+    """A resource episode is over (space freed, memory back down)."""
+
+    resource: str
+    summary: str
+    path: str | None = None
+    run: str | None = None
+    push: bool = True
     time: float = field(default_factory=_now)
 
 
