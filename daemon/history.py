@@ -116,6 +116,14 @@ def _resources(e: ev.ResourceSample) -> str:
     )
 
 
+def _resource_alert(e: ev.ResourceAlert) -> str:
+    return f"{e.summary}. {e.advice}" if e.advice else e.summary
+
+
+def _resource_recovered(e: ev.ResourceRecovered) -> str:
+    return e.summary
+
+
 _KINDS: dict[type[ev.Event], tuple[str, Callable[[Any], str]]] = {
     ev.StatusChanged: ("status", _status),
     ev.CheckpointSaved: ("checkpoint", _checkpoint),
@@ -131,6 +139,8 @@ _KINDS: dict[type[ev.Event], tuple[str, Callable[[Any], str]]] = {
     ev.ComparisonFinished: ("comparison", _comparison),
     ev.ReportWritten: ("report", _report),
     ev.ResourceSample: ("resources", _resources),
+    ev.ResourceAlert: ("resource_alert", _resource_alert),
+    ev.ResourceRecovered: ("resource_recovered", _resource_recovered),
 }
 
 KINDS = tuple(kind for kind, _ in _KINDS.values())

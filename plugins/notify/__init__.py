@@ -1,4 +1,5 @@
-"""The notify plugin: tells a person about anomalies, recoveries, best models and finished work.
+"""The notify plugin: tells a person about anomalies, recoveries, best models, finished work and
+resources running out.
 
 Every alert is logged. Unless notifications are off, it also goes to the desktop (when a session
 bus and a notification server exist) and to the configured remote channels, under one global cap.
@@ -27,6 +28,8 @@ from tunewatch.daemon.events import (
     RecordingFailed,
     RecordingResumed,
     ReportWritten,
+    ResourceAlert,
+    ResourceRecovered,
     SnapshotCreated,
     SourceUnreadable,
     StatusChanged,
@@ -109,6 +112,8 @@ class NotifyPlugin:
             bus.subscribe(ValidationFinished, self.on_validation, name="notify:validation"),
             bus.subscribe(ComparisonFinished, self.on_comparison, name="notify:comparison"),
             bus.subscribe(ReportWritten, self.on_report, name="notify:report"),
+            bus.subscribe(ResourceAlert, self.on_resource_alert, name="notify:resource"),
+            bus.subscribe(ResourceRecovered, self.on_resource_recovered, name="notify:resource"),
             bus.subscribe(RecordingFailed, self.on_recording_failed, name="notify:recording"),
             bus.subscribe(RecordingResumed, self.on_recording_resumed, name="notify:recording"),
             bus.subscribe(SourceUnreadable, self.on_source_unreadable, name="notify:source"),
@@ -180,6 +185,14 @@ class NotifyPlugin:
 
     def on_report(self, event: ReportWritten) -> None:
         self._emit(messages.report_alert(event))
+
+    def on_resource_alert(self, event: ResourceAlert) -> None:
+        if event.push:  # an episode back within the cooldown is recorded, not pushed
+            self._emit(messages.resource_alert(event))
+
+    def on_resource_recovered(self, event: ResourceRecovered) -> None:
+        if event.push:
+            self._emit(messages.resource_recovered_alert(event))
 
     def on_recording_failed(self, event: RecordingFailed) -> None:
         self._emit(messages.recording_failed_alert(event))

@@ -18,6 +18,8 @@ from tunewatch.daemon.events import (
     RecordingFailed,
     RecordingResumed,
     ReportWritten,
+    ResourceAlert,
+    ResourceRecovered,
     SourceUnreadable,
     StatusChanged,
     ValidationFinished,
@@ -253,11 +255,53 @@ def comparison_alert(e: ComparisonFinished) -> Alert:
 
 
 def report_alert(e: ReportWritten) -> Alert:
+    health = one_line(e.health, 200)
     return Alert(
-        title="Training report ready",
-        body=f"Last {e.period_hours:g} h: {_name(e.path)}",
+        title="Daily report ready",
+        body=health or f"Last {e.period_hours:g} h: {_name(e.path)}",
         kind="report",
         target=e.path,
+    )
+
+
+# -- resources ---------------------------------------------------------------------------------
+
+# How each resource's alert is titled: "Disk filling: /data".
+_RESOURCE_TITLES = {
+    "disk": "Disk filling",
+    "memory": "Memory running out",
+    "trainer_memory": "Trainer memory climbing",
+    "gpu_memory": "GPU memory nearly full",
+}
+# The advice names paths and an `rm -r` command: longer than a title's line.
+RESOURCE_TEXT_LIMIT = 600
+
+
+def _resource_subject(resource: str, path: str | None, run: str | None) -> str:
+    title = _RESOURCE_TITLES.get(resource) or kind_label(resource).capitalize()
+    where = path or run
+    return f"{title}: {one_line(where)}" if where else title
+
+
+def resource_alert(e: ResourceAlert) -> Alert:
+    summary = one_line(e.summary, RESOURCE_TEXT_LIMIT)
+    advice = one_line(e.advice, RESOURCE_TEXT_LIMIT)
+    return Alert(
+        title=_resource_subject(e.resource, e.path, e.run),
+        body=f"{summary}. {advice}" if advice else summary,
+        kind="resource",
+        run=e.run,
+        critical=e.severity == "critical",
+        target=e.path if e.resource == "disk" else None,
+    )
+
+
+def resource_recovered_alert(e: ResourceRecovered) -> Alert:
+    return Alert(
+        title=f"Recovered: {_resource_subject(e.resource, e.path, e.run)}",
+        body=one_line(e.summary, RESOURCE_TEXT_LIMIT),
+        kind="recovered",
+        run=e.run,
     )
 
 

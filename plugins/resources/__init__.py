@@ -1,80 +1,49 @@
-"""Samples disk, memory and load (and the trainer process, when a status file names its PID).
+"""The resources plugin: samples disk, memory, load, each running trainer and each GPU, and warns
+before a full disk or memory kills a run.
 
-One sample per trainer that is running, and one per other volume holding runs: ten thousand
-finished runs on one disk cost one sample, not ten thousand.
+Every `interval_s` it publishes `ResourceSample`s (one per running trainer and one per other
+volume holding runs) and, once per episode, a `ResourceAlert` when a volume will fill within
+`disk_warn_hours` (see `disk_forecast`), memory nears `memory_warn_fraction` (`memory_watch`) or
+a GPU's memory nears `gpu_warn_fraction` (`gpu`); `ResourceRecovered` when it is over
+(`episodes`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
-import psutil
+import structlog
 
-from tunewatch.daemon.config import PositiveFloat
-from tunewatch.daemon.events import FINISHED_STATUSES, ResourceSample
+from tunewatch.daemon.events import ResourceAlert
 from tunewatch.daemon.plugin import PluginContext
+from tunewatch.daemon.store import Store
+from tunewatch.plugins.resources.config import ResourcesConfig
+from tunewatch.plugins.resources.episodes import EpisodeGate, Opened
+from tunewatch.plugins.resources.gpu import GpuReader
+from tunewatch.plugins.resources.reclaim import RunBest
+from tunewatch.plugins.resources.watch import ResourceWatch
 
-
-@dataclass(frozen=True, slots=True)
-class ResourcesConfig:
-    enabled: bool = True
-    interval_s: PositiveFloat = 300.0
-
-
-def sample(disk_path: Path, trainer_pid: int | None) -> ResourceSample:
-    usage = shutil.disk_usage(disk_path)
-    rss: int | None = None
-    if trainer_pid is not None:
-        try:
-            rss = psutil.Process(trainer_pid).memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            rss = None
-    return ResourceSample(
-        disk_path=str(disk_path),
-        disk_used_fraction=usage.used / usage.total if usage.total else 0.0,
-        disk_free_bytes=usage.free,
-        memory_used_fraction=psutil.virtual_memory().percent / 100.0,
-        load_1m=os.getloadavg()[0],
-        trainer_pid=trainer_pid,
-        trainer_rss_bytes=rss,
-    )
-
-
-def samples_for(runs: Sequence[tuple[Path, int | None]]) -> list[ResourceSample]:
-    """Samples for (run directory, trainer pid or None) pairs: one per trainer, and one per
-    volume that holds runs but no running trainer. Missing directories are skipped."""
-    devices: dict[int, Path] = {}
-    sampled_devices: set[int] = set()
-    found: list[ResourceSample] = []
-    for run_dir, pid in runs:
-        try:
-            device = os.stat(run_dir).st_dev
-        except OSError:
-            continue
-        devices.setdefault(device, run_dir)
-        if pid is not None:
-            found.append(sample(run_dir, pid))
-            sampled_devices.add(device)
-    found.extend(sample(path, None) for dev, path in devices.items() if dev not in sampled_devices)
-    return found
+__all__ = ["ResourceWatch", "ResourcesConfig", "ResourcesPlugin", "bests_of"]
 
 
 class ResourcesPlugin:
-    """Publishes `ResourceSample`s (see `samples_for`) every `interval_s`."""
+    """Samples every `interval_s` and publishes samples, alerts and recoveries."""
 
     name: ClassVar[str] = "resources"
     Config: ClassVar[type[ResourcesConfig]] = ResourcesConfig
 
-    def __init__(self, ctx: PluginContext) -> None:
+    def __init__(self, ctx: PluginContext, *, watch: ResourceWatch | None = None) -> None:
         self.ctx = ctx
         self.config: ResourcesConfig = ctx.config
+        self.log = ctx.log if ctx.log is not None else structlog.get_logger(__name__)
+        gpu = GpuReader(self.log) if self.config.gpu else None
+        self.watch = watch if watch is not None else ResourceWatch(self.config, gpu=gpu)
+        self.gate = EpisodeGate(
+            recover_samples=self.config.recover_samples, cooldown_s=self.config.cooldown_s
+        )
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -86,6 +55,8 @@ class ResourcesPlugin:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self.watch.gpu is not None:
+            self.watch.gpu.close()
 
     async def _loop(self) -> None:
         while True:
@@ -93,9 +64,50 @@ class ResourcesPlugin:
             await asyncio.sleep(self.config.interval_s)
 
     async def sample_once(self) -> None:
+        """One round: samples, then the alerts that open and the recoveries that close."""
         runs = await self.ctx.store.call(self.ctx.store.store.runs)
-        wanted = [
-            (Path(run.path), run.pid if run.status not in FINISHED_STATUSES else None)
-            for run in runs
-        ]
-        self.ctx.bus.publish_many(await asyncio.to_thread(samples_for, wanted))
+        observed = await asyncio.to_thread(self.watch.observe, runs)
+        self.ctx.bus.publish_many(observed.samples)
+        opened, recovered = self.gate.update(observed.findings, observed.time)
+        alerts = [await self._alert(o) for o in opened]
+        self.ctx.bus.publish_many([*alerts, *recovered])
+
+    async def _alert(self, opened: Opened) -> ResourceAlert:
+        finding = opened.finding
+        advice = finding.advice
+        if finding.resource == "disk" and finding.path is not None:
+            names = self.watch.training_runs(finding.path)
+            store = self.ctx.store
+            bests = await store.call(bests_of, store.store, names)
+            advice = await asyncio.to_thread(self.watch.reclaim_advice, finding.path, bests)
+        return ResourceAlert(
+            resource=finding.resource,
+            severity=finding.severity,
+            summary=finding.summary,
+            advice=advice,
+            path=finding.path,
+            run=finding.run,
+            value=finding.value,
+            push=opened.push,
+        )
+
+
+def bests_of(store: Store, runs: Sequence[str]) -> dict[str, RunBest]:
+    """Each run's current best, from its history: the newest `best_model` event (its step
+    and checkpoint) and the trainer's newest `best_model_checkpoint`."""
+    bests: dict[str, RunBest] = {}
+    for run in runs:
+        step: int | None = None
+        names: dict[str, str] = {}
+        for stored in store.history(run=run, kinds=("best_model", "checkpoint")):
+            data = stored.row.data
+            if stored.row.kind == "best_model":
+                step = data.get("step")
+                names["best_model"] = str(data.get("checkpoint") or "")
+            elif data.get("best_checkpoint"):
+                names["trainer"] = str(data["best_checkpoint"])
+        folders = {name.rstrip("/").rsplit("/", 1)[-1] for name in names.values() if name}
+        bests[run] = RunBest(
+            steps=frozenset({step} if isinstance(step, int) else ()), names=frozenset(folders)
+        )
+    return bests

@@ -176,13 +176,22 @@ def test_a_comparison_shows_its_summary_and_opens_its_report() -> None:
     assert not alert.critical
 
 
-def test_a_report_names_its_file_and_period() -> None:
+def test_a_report_says_its_health_line_and_opens_the_report() -> None:
+    health = "2 runs training, 1 needs attention: run-b diverged at step 1,200"
+    alert = messages.report_alert(
+        ReportWritten(path="/r/reports/daily_20250101.md", period_hours=24, health=health)
+    )
+    assert alert.title == "Daily report ready"
+    assert alert.body == health
+    assert alert.target == "/r/reports/daily_20250101.md"
+
+
+def test_a_report_without_a_health_line_names_its_file_and_period() -> None:
     alert = messages.report_alert(
         ReportWritten(path="/r/reports/daily_20250101.md", period_hours=24)
     )
-    assert alert.title == "Training report ready"
+    assert alert.title == "Daily report ready"
     assert alert.body == "Last 24 h: daily_20250101.md"
-    assert alert.target == "/r/reports/daily_20250101.md"
 
 
 def test_values_from_logs_stay_on_one_bounded_line() -> None:
