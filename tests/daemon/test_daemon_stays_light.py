@@ -8,7 +8,7 @@ import sys
 # Modules that run only in a child process (`python -m tunewatch.plugins.compare.child`): they
 # import torch by design. Every other module is imported, so one that imported them at module
 # level would bring torch in and fail this test.
-CHILD_ONLY = ("tunewatch.plugins.compare.engine",)
+CHILD_ONLY = ("tunewatch.plugins.compare.engine", "tunewatch.plugins.report.chart")
 
 PROBE = """
 import importlib, pkgutil, sys
@@ -21,7 +21,7 @@ for package in (tunewatch.daemon, tunewatch.plugins):
         importlib.import_module(info.name)
 from tunewatch.daemon.plugin import discover_plugins
 assert all(p.cls is not None for p in discover_plugins()), discover_plugins()
-ml = {"torch", "transformers", "tokenizers", "safetensors"}
+ml = {"torch", "transformers", "tokenizers", "safetensors", "matplotlib"}
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ml)
 print(",".join(heavy))
 """
