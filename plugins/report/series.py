@@ -151,10 +151,14 @@ def _extremes(values: array[float], buckets: int) -> list[int]:
     picked: list[int] = []
     for b in range(buckets):
         start, end = b * n // buckets, (b + 1) * n // buckets
-        finite = [i for i in range(start, end) if math.isfinite(values[i])]
-        if not finite:
-            continue
-        low = min(finite, key=values.__getitem__)
-        high = max(finite, key=values.__getitem__)
+        bucket = values[start:end]
+        if math.isfinite(sum(bucket)):  # no NaN or Inf: min, max and index all run in C
+            low, high = start + bucket.index(min(bucket)), start + bucket.index(max(bucket))
+        else:
+            finite = [i for i in range(start, end) if math.isfinite(values[i])]
+            if not finite:
+                continue
+            low = min(finite, key=values.__getitem__)
+            high = max(finite, key=values.__getitem__)
         picked.extend(sorted({low, high}))
     return picked
