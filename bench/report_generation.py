@@ -185,6 +185,11 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def timing_row(label: str, seconds: list[float]) -> tuple[str, str, str]:
+    runs = ", ".join(f"{t:.3f}" for t in seconds)
+    return label, f"{statistics.median(seconds):.3f}", runs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--points", type=int, default=1_000_000)
@@ -237,26 +242,10 @@ def main() -> int:
         markdown_table(
             ("measure", f"median of {REPEATS} (s)", "runs (s)"),
             [
-                (
-                    "generate_report (all of it, chart child included)",
-                    f"{median:.3f}",
-                    ", ".join(f"{t:.3f}" for t in ours),
-                ),
-                (
-                    "  of which collect_report",
-                    f"{collect_median:.3f}",
-                    ", ".join(f"{t:.3f}" for t in collecting),
-                ),
-                (
-                    "  of which the chart child",
-                    f"{statistics.median(drawing):.3f}",
-                    ", ".join(f"{t:.3f}" for t in drawing),
-                ),
-                (
-                    "competitor: bare SELECT + decode + one pass",
-                    f"{bare_median:.3f}",
-                    ", ".join(f"{t:.3f}" for t in bare),
-                ),
+                timing_row("generate_report (all of it, chart child included)", ours),
+                timing_row("  of which collect_report", collecting),
+                timing_row("  of which the chart child", drawing),
+                timing_row("competitor: bare SELECT + decode + one pass", bare),
             ],
         )
     )
