@@ -75,6 +75,9 @@ def recommend(
         for v in activity.validations
         if not v.passed
     ]
+    # Each new best is compared with the previous one: only a run's latest verdict says what
+    # to deploy (the earlier winners were beaten since).
+    latest = {c.run: c for c in activity.comparisons if c.winner is not None and not c.failed}
     out += [
         Recommendation(
             run=c.run,
@@ -82,8 +85,7 @@ def recommend(
             detail=f"{c.summary}. Report: {c.report_path or '-'}",
             command=None,
         )
-        for c in activity.comparisons
-        if c.winner is not None and not c.failed
+        for c in latest.values()
     ]
     return out
 

@@ -131,14 +131,18 @@ def steps_per_hour(column: Column) -> float | None:
 
 
 def thin(column: Column, max_points: int = MAX_SERIES_POINTS) -> Series:
-    """At most `max_points` finite points of `column`: each bucket's lowest and highest value,
-    in their order, so a spike survives thinning; NaN and Inf are left out (alerts mark them)."""
+    """At most `max_points` finite points of `column`, by step: each bucket's lowest and highest
+    value, so a spike survives thinning; NaN and Inf are left out (alerts mark them)."""
     n = len(column)
     if n <= max_points:
         picked: Iterable[int] = range(n)
     else:
         picked = _extremes(column.values, max(max_points // 2, 1))
     finite = [i for i in picked if math.isfinite(column.values[i])]
+    # In step order: two sources of one run (a status file live, a checkpoint's
+    # trainer_state.json later) log the same steps at different times, and a line drawn in
+    # arrival order would zigzag back to step 1.
+    finite.sort(key=column.steps.__getitem__)
     return Series(
         steps=tuple(column.steps[i] for i in finite),
         times=tuple(column.times[i] for i in finite),

@@ -118,6 +118,7 @@ def test_the_built_in_verbs_come_from_their_plugins() -> None:
     assert {name: c.plugin for name, c in registry.commands.items()} == {
         "validate": "validate",
         "compare": "compare",
+        "report": "report",
     }
     assert registry.errors == []
 

@@ -167,6 +167,21 @@ def test_validations_and_comparisons_are_listed_and_acted_on(builder: StoreBuild
     assert report.recommendations[0].command == "less -- /r/bad.md"
 
 
+def test_only_the_latest_winner_of_a_run_is_to_deploy(builder: StoreBuilder) -> None:
+    # Each new best is compared with the previous one: b beat a, then c beat b.
+    builder.points("run-d", [10], [UNTIL - 60], {"loss": [1.0]})
+    builder.record(
+        ev.ComparisonFinished(
+            "run-d", "/s/a", "/s/b", "/s/b", "b better", "/r/ab.md", time=UNTIL - 2 * HOUR
+        ),
+        ev.ComparisonFinished(
+            "run-d", "/s/b", "/s/c", "/s/c", "c better", "/r/bc.md", time=UNTIL - HOUR
+        ),
+    )
+    report = report_of(builder)
+    assert [r.title for r in report.recommendations] == ["Deploy /s/c"]
+
+
 def test_alerts_pushed_are_listed_and_the_others_counted_per_kind(
     builder: StoreBuilder,
 ) -> None:
