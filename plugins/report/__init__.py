@@ -3,7 +3,8 @@
 APScheduler's `AsyncIOScheduler` fires at each due time of `[report] schedule` (cron, default
 08:00 local time). A report missed while the machine slept or the daemon was down is written at
 start-up or at the next periodic check (`check_interval_s`): the due time of the last report is
-kept in the store, so each due time gets one report, never two. Writing it (store queries,
+kept in the store, so each due time gets one report, never two. The very first start owes
+nothing: the first report is at the first due time after it. Writing it (store queries,
 Markdown, the chart in a child process) runs off the event loop.
 """
 
@@ -21,7 +22,7 @@ from typing import Any, ClassVar
 from tunewatch.daemon.config import PositiveFloat
 from tunewatch.daemon.events import ReportWritten
 from tunewatch.daemon.plugin import CommandRegistry, PluginContext
-from tunewatch.plugins.report.schedule import cron_trigger, owed
+from tunewatch.plugins.report.schedule import cron_trigger, latest_due, owed
 
 LAST_DUE_KEY = "last_due"
 
@@ -103,7 +104,15 @@ class ReportPlugin:
             now = dt.datetime.fromtimestamp(self.clock(), tz=trigger.timezone)
             store = self.ctx.store
             saved = await store.call(store.store.plugin_get, self.name, LAST_DUE_KEY)
-            last = None if saved is None else dt.datetime.fromtimestamp(float(saved), now.tzinfo)
+            if saved is None:
+                # The first start: tunewatch missed nothing before it was there, and a report
+                # at once is what `tunewatch report` is for. The next due time is the first.
+                first = latest_due(trigger, now) or now
+                await store.call(
+                    store.store.plugin_put, self.name, LAST_DUE_KEY, str(first.timestamp())
+                )
+                return None
+            last = dt.datetime.fromtimestamp(float(saved), now.tzinfo)
             due = owed(trigger, now, last)
             if due is None:
                 return None

@@ -17,7 +17,7 @@ from tunewatch.daemon.config import DaemonSettings, Settings
 from tunewatch.daemon.events import ReportWritten
 from tunewatch.daemon.plugin import PluginContext
 from tunewatch.daemon.store import AsyncStore
-from tunewatch.plugins.report import ReportConfig, ReportPlugin
+from tunewatch.plugins.report import LAST_DUE_KEY, ReportConfig, ReportPlugin
 
 UTC = dt.UTC
 CONFIG = ReportConfig(schedule="0 8 * * *", timezone="UTC", check_interval_s=3600.0)
@@ -71,9 +71,12 @@ def at(day: int, hour: int, minute: int = 0) -> dt.datetime:
 async def test_a_report_is_written_once_per_due_time_and_a_missed_one_once(
     store: AsyncStore, tmp_path: Path
 ) -> None:
-    clock = Clock(at(3, 7, 30))
+    clock = Clock(at(2, 7, 30))
     daemon = Daemon(store, tmp_path, clock)
-    # Started before 08:00: the 2nd's report is owed (never written), and only that one.
+    # The very first start owes nothing (tunewatch was not there to miss anything)...
+    assert await daemon.plugin.catch_up() is None
+    # ...the next due time is the first report; a restart after it owes nothing more.
+    clock.now = at(2, 8, 0)
     first = await daemon.plugin.catch_up()
     assert first is not None and first.name == "daily_report_20261202_0800.md"
     assert await daemon.plugin.catch_up() is None
@@ -119,13 +122,14 @@ async def test_the_scheduler_runs_the_check_at_each_due_time(
     clock = Clock(dt.datetime.now(UTC).replace(second=0, microsecond=0))
     daemon = Daemon(store, tmp_path, clock)
     daemon.plugin.config = replace(CONFIG, schedule="* * * * *", check_interval_s=3600.0)
-    await daemon.plugin.start()
-    await wait_for_reports(daemon, 1)  # the start-up check: this minute's report was owed
+    await daemon.plugin.start()  # the first start: nothing owed, the next minute is the first
+    while await store.call(store.store.plugin_get, "report", LAST_DUE_KEY) is None:
+        await asyncio.sleep(0.02)  # the start-up check ran
     (job,) = daemon.plugin._scheduler.get_jobs()
     assert job.id == "report" and job.next_run_time > dt.datetime.now(UTC)
-    # A minute later the scheduler fires (made to fire now): the next report, and only it.
+    # A minute later the scheduler fires (made to fire now): that minute's report.
     clock.now += dt.timedelta(minutes=1)
     job.modify(next_run_time=dt.datetime.now(UTC))
-    await wait_for_reports(daemon, 2)
-    assert Path(daemon.written[1].path).name.endswith(clock.now.strftime("%Y%m%d_%H%M") + ".md")
+    await wait_for_reports(daemon, 1)
+    assert Path(daemon.written[0].path).name.endswith(clock.now.strftime("%Y%m%d_%H%M") + ".md")
     await daemon.close()
