@@ -66,7 +66,9 @@ class ResourcesPlugin:
     async def sample_once(self) -> None:
         """One round: samples, then the alerts that open and the recoveries that close."""
         runs = await self.ctx.store.call(self.ctx.store.store.runs)
-        observed = await asyncio.to_thread(self.watch.observe, runs)
+        # The store's worker thread, not `asyncio.to_thread`: a thread of its own would get a
+        # malloc arena of its own, measured at +25 MB of daemon RSS for ~1 ms of work a round.
+        observed = await self.ctx.store.call(self.watch.observe, runs)
         self.ctx.bus.publish_many(observed.samples)
         opened, recovered = self.gate.update(observed.findings, observed.time)
         alerts = [await self._alert(o) for o in opened]
@@ -79,7 +81,7 @@ class ResourcesPlugin:
             names = self.watch.training_runs(finding.path)
             store = self.ctx.store
             bests = await store.call(bests_of, store.store, names)
-            advice = await asyncio.to_thread(self.watch.reclaim_advice, finding.path, bests)
+            advice = await store.call(self.watch.reclaim_advice, finding.path, bests)
         return ResourceAlert(
             resource=finding.resource,
             severity=finding.severity,

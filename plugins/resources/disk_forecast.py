@@ -22,6 +22,10 @@ from tunewatch.plugins.resources.checkpoints import Cadence, Checkpoint
 from tunewatch.plugins.resources.findings import Finding, fmt_bytes
 from tunewatch.plugins.resources.forecast import seconds_until
 
+# Saves of one run considered at most: checkpoints copied in one go have mtimes a few ms apart,
+# a "cadence" that would otherwise list millions of saves.
+MAX_SAVES = 1000
+
 
 @dataclass(frozen=True, slots=True)
 class RunSaves:
@@ -34,13 +38,13 @@ class RunSaves:
     remaining: int | None = None  # checkpoints before the run ends, when its total is known
     rotating: bool = False
 
-    def due(self, now: float, horizon_s: float) -> list[float]:
-        """When its next saves are due within the horizon (at least the next one; an overdue
-        save counts as due now)."""
+    def due(self, now: float, horizon_s: float, most: int = MAX_SAVES) -> list[float]:
+        """When its next saves are due within the horizon (at least the next one, at most
+        `most`; an overdue save counts as due now)."""
         gap = self.cadence.seconds
         if gap is None or self.rotating:
             return [now if gap is None else max(now, self.newest.mtime + gap)]
-        count = max(1, math.floor((now + horizon_s - self.newest.mtime) / gap))
+        count = max(1, min(math.floor((now + horizon_s - self.newest.mtime) / gap), most))
         if self.remaining is not None:
             count = min(count, max(self.remaining, 1))
         return [max(now, self.newest.mtime + k * gap) for k in range(1, count + 1)]
@@ -83,8 +87,10 @@ def judge_disk(
     used = 1.0 - disk.free_bytes / disk.total_bytes if disk.total_bytes > 0 else 1.0
     if by_checkpoints is not None and (by_rate is None or by_checkpoints[0] <= by_rate):
         summary = by_checkpoints[1]
+    elif disk.consumed_per_s is None or disk.free_bytes <= 0:
+        summary = f"{disk.volume} is full: nothing more can be written there"
     else:
-        assert by_rate is not None and disk.consumed_per_s is not None
+        assert by_rate is not None
         summary = (
             f"{disk.volume} fills in {fmt_duration(by_rate)} at the rate it is filling "
             f"({fmt_bytes(disk.consumed_per_s * 3600)}/h over the last "
@@ -104,7 +110,14 @@ def _checkpoint_forecast(
     disk: DiskState, runs: Sequence[RunSaves], horizon_s: float, now: float
 ) -> tuple[float, str] | None:
     """(seconds until the first save that does not fit, what to say), or None if all fit."""
-    saves = sorted((when, i) for i, run in enumerate(runs) for when in run.due(now, horizon_s))
+    # More saves of a run than fit in the free space plus one change nothing.
+    saves = sorted(
+        (when, i)
+        for i, run in enumerate(runs)
+        for when in run.due(
+            now, horizon_s, min(disk.free_bytes // max(run.size_bytes, 1) + 1, MAX_SAVES)
+        )
+    )
     needed = 0
     for count, (when, i) in enumerate(saves, start=1):
         needed += runs[i].size_bytes

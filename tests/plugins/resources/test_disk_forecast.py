@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from tunewatch.daemon.store import RunRow
 from tunewatch.plugins.resources.checkpoints import Cadence, Checkpoint
 from tunewatch.plugins.resources.config import ResourcesConfig
@@ -147,3 +150,32 @@ def test_a_run_that_stopped_saving_long_ago_is_not_expected_to_save(tmp_path: Pa
     write_checkpoint(run_dir, 300, 4096, mtime=NOW - 60)
     (finding,) = sim.rounds(watch_of(sim), [run_row(run_dir)], 0, 1)[0]
     assert "checkpoint-400 of run-a" in finding.summary
+
+
+@given(
+    st.integers(min_value=0, max_value=2**50),
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=2**40),
+            st.one_of(st.none(), st.floats(min_value=1e-6, max_value=1e6)),
+            st.floats(min_value=-1e7, max_value=1e7),
+            st.one_of(st.none(), st.integers(min_value=0, max_value=10**6)),
+        ),
+        max_size=4,
+    ),
+    st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+)
+def test_any_disk_and_runs_give_a_sane_forecast_quickly(
+    free: int,
+    runs: list[tuple[int, float | None, float, int | None]],
+    consumed: float | None,
+) -> None:
+    planned = [
+        saves(size, every_s=every, mtime=NOW + offset, remaining=remaining)
+        for size, every, offset, remaining in runs
+    ]
+    finding = judge_disk(disk(free, consumed), planned, 7200, NOW)
+    if finding is None:
+        return
+    assert finding.severity == "critical" and " -" not in finding.summary  # no negative ETA
+    assert finding.value is not None and 0.0 <= finding.value <= 1.0
