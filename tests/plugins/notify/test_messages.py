@@ -14,6 +14,8 @@ from tunewatch.daemon.events import (
     RecordingFailed,
     RecordingResumed,
     ReportWritten,
+    ResourceAlert,
+    ResourceRecovered,
     Severity,
     SourceUnreadable,
     ValidationFinished,
@@ -220,3 +222,42 @@ def test_an_unreadable_source_names_the_file_and_why() -> None:
     assert alert.title == "Cannot read f.jsonl: run-a"
     assert alert.body.startswith("is a FIFO (named pipe)")
     assert (alert.target, alert.critical) == ("/r", False)
+
+
+def test_a_filling_disk_is_a_critical_alert_titled_by_its_volume_with_the_advice() -> None:
+    alert = messages.resource_alert(
+        ResourceAlert(
+            resource="disk",
+            severity="critical",
+            summary="/data fills in 40 min at the rate checkpoints use it",
+            advice="tunewatch deletes nothing: you decide. To delete: rm -r /data/a/checkpoint-1",
+            path="/data",
+            value=0.97,
+        )
+    )
+    assert alert.title == "Disk filling: /data"
+    assert alert.body == (
+        "/data fills in 40 min at the rate checkpoints use it. tunewatch deletes nothing: you "
+        "decide. To delete: rm -r /data/a/checkpoint-1"
+    )
+    assert alert.critical and alert.target == "/data"
+
+
+def test_memory_alerts_name_the_run_or_gpu_and_recoveries_say_it_is_over() -> None:
+    trainer = messages.resource_alert(
+        ResourceAlert("trainer_memory", "critical", "grows 1 GiB/h", "restart", run="run-a")
+    )
+    assert trainer.title == "Trainer memory climbing: run-a" and trainer.critical
+    gpu = messages.resource_alert(
+        ResourceAlert("gpu_memory", "normal", "99% used", "", path="gpu0")
+    )
+    assert (gpu.title, gpu.body, gpu.critical) == (
+        "GPU memory nearly full: gpu0",
+        "99% used",
+        False,
+    )
+    recovered = messages.resource_recovered_alert(
+        ResourceRecovered("disk", "Disk space (/data) is fine again", path="/data")
+    )
+    assert recovered.title == "Recovered: Disk filling: /data"
+    assert recovered.body == "Disk space (/data) is fine again" and not recovered.critical
