@@ -40,7 +40,7 @@ def parse_duration_s(text: str) -> float:
 
 
 # The verbs of the core; plugins add theirs through `register_commands` (see daemon/plugin.py).
-CORE_COMMANDS = frozenset({"run", "status", "events", "install-service", "plugins"})
+CORE_COMMANDS = frozenset({"run", "status", "events", "install-service", "plugins", "doctor"})
 
 
 def build_parser(commands: CommandRegistry | None = None) -> argparse.ArgumentParser:
@@ -72,6 +72,9 @@ def build_parser(commands: CommandRegistry | None = None) -> argparse.ArgumentPa
     install.add_argument("--unit-dir", type=Path, help="where to write the unit")
 
     sub.add_parser("plugins", help="list the plugins that were found")
+
+    doctor = sub.add_parser("doctor", help="check what tunewatch needs, with the fix for each")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
 
     for command in commands.commands.values() if commands is not None else ():
         verb = sub.add_parser(command.name, help=command.help)
@@ -119,6 +122,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_install_service(args)
     if args.command == "plugins":
         return _cmd_plugins(args)
+    if args.command == "doctor":
+        return _cmd_doctor(args)
     command: PluginCommand | None = getattr(args, "plugin_command", None)
     if command is not None:
         return _run_plugin_command(command, args)
@@ -227,6 +232,20 @@ def _cmd_install_service(args: argparse.Namespace) -> int:
     for command in result.commands:
         print(f"  {command}")
     return EXIT_OK
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from tunewatch.daemon import doctor
+    from tunewatch.daemon.plugin import discover_plugins, plugin_doctor_checks
+
+    settings = _settings(args)
+    results = doctor.run_checks(settings, plugin_doctor_checks(discover_plugins(), settings))
+    if args.json:
+        sys.stdout.write(orjson.dumps(doctor.to_json(results), option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(doctor.render_text(results))
+    return EXIT_FAILED if any(r.level == "error" for r in results) else EXIT_OK
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:

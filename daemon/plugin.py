@@ -151,11 +151,33 @@ def plugin_commands(plugins: list[DiscoveredPlugin], reserved: set[str]) -> Comm
     return registry
 
 
+def plugin_doctor_checks(
+    plugins: list[DiscoveredPlugin], settings: Settings
+) -> list[Callable[[], list[Any]]]:
+    """Each loaded plugin's `doctor_checks`, bound to its own config section and the settings."""
+    checks: list[Callable[[], list[Any]]] = []
+    for plugin in plugins:
+        hook = getattr(plugin.cls, "doctor_checks", None) if plugin.cls else None
+        if hook is None:
+            continue
+        config = plugin_config(plugin, settings)
+
+        def check(hook: Any = hook, config: Any = config) -> list[Any]:
+            return list(hook(config, settings))
+
+        check.__qualname__ = f"plugin {plugin.name}"
+        checks.append(check)
+    return checks
+
+
 class Plugin(Protocol):
     """A unit of behaviour that subscribes to the bus. One docstring line per hook.
 
-    Optional: `register_commands(cls, commands: CommandRegistry) -> None`, a classmethod that
-    adds CLI verbs with `commands.add(...)`.
+    Optional classmethods:
+    - `register_commands(cls, commands: CommandRegistry) -> None` adds CLI verbs with
+      `commands.add(...)`;
+    - `doctor_checks(cls, config, settings) -> list[CheckResult]` (tunewatch.daemon.doctor)
+      adds what `tunewatch doctor` checks for this plugin.
     """
 
     name: ClassVar[str]

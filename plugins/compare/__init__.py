@@ -122,6 +122,12 @@ class ComparePlugin:
             run=command.run,
         )
 
+    @classmethod
+    def doctor_checks(cls, config: CompareConfig, settings: Any) -> list[Any]:
+        from tunewatch.plugins.compare.doctor import checks
+
+        return checks(config)
+
     async def start(self) -> None:
         self.config.weights()  # a bad weight is a config error at start, not at the first best
         if not (self.config.enabled and self.config.on_new_best):

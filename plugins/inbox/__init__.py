@@ -21,12 +21,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import watchfiles
 
 from tunewatch.daemon.atomic import write_atomic
-from tunewatch.daemon.config import AtMost, PositiveFloat
+from tunewatch.daemon.config import AtMost, PositiveFloat, Settings
 from tunewatch.daemon.events import InboxFileReady, ValidationFinished
 from tunewatch.daemon.plugin import PluginContext
 from tunewatch.plugins.inbox.quarantine import move_aside
@@ -112,6 +112,12 @@ class InboxPlugin:
         self._changed = asyncio.Event()
         self._failed: set[tuple[Path, int, int]] = set()  # unreadable files, until they change
         self.validated = 0
+
+    @classmethod
+    def doctor_checks(cls, config: InboxConfig, settings: Settings) -> list[Any]:
+        from tunewatch.plugins.inbox.doctor import checks
+
+        return checks(config, settings)
 
     async def start(self) -> None:
         # "spawn": a fork of the daemon would inherit its event loop, threads and sockets.
