@@ -25,8 +25,8 @@ from tunewatch.daemon.atomic import write_atomic
 from tunewatch.daemon.config import PositiveFloat, PositiveInt
 from tunewatch.daemon.events import ComparisonFinished, SnapshotCreated
 from tunewatch.daemon.plugin import CommandRegistry, PluginContext
-from tunewatch.plugins.compare.recommend import RecommendWeights
 from tunewatch.plugins.compare.request import ComparisonOutcome, ComparisonRequest
+from tunewatch.plugins.compare.weights import RecommendWeights
 
 # The last lines of a crashed child's stderr that go into the report of its failure.
 STDERR_TAIL_LINES = 5

@@ -36,3 +36,25 @@ def test_importing_every_daemon_and_plugin_module_loads_no_ml_framework() -> Non
         check=True,
     )
     assert proc.stdout.strip() == ""
+
+
+LOADED_BY_THE_DAEMON = """
+import sys
+from tunewatch.daemon.plugin import discover_plugins
+import tunewatch.daemon.service
+assert all(p.cls is not None for p in discover_plugins())
+print(",".join(sorted(m for m in ("numpy", "matplotlib", "torch") if m in sys.modules)))
+"""
+
+
+def test_the_plugins_the_daemon_starts_load_no_numpy_until_they_need_it() -> None:
+    # numpy costs 11 MB of resident memory: the comparison's statistics and the validator use
+    # it in their own processes, the daemon itself must stay under 80 MB.
+    proc = subprocess.run(
+        [sys.executable, "-c", LOADED_BY_THE_DAEMON],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert proc.stdout.strip() == ""
