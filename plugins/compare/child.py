@@ -13,11 +13,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from tunewatch.plugins.compare.recommend import RecommendWeights, with_verdict
+from tunewatch.plugins.compare.recommend import with_verdict
 from tunewatch.plugins.compare.request import ComparisonOutcome, ComparisonRequest
 from tunewatch.plugins.compare.results import Comparison, ModelSide
 from tunewatch.plugins.compare.snapshot_files import SnapshotRefused, inspect_snapshot
 from tunewatch.plugins.compare.trainer_metrics import trainer_metrics
+from tunewatch.plugins.compare.weights import RecommendWeights
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 

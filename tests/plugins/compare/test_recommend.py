@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tunewatch.plugins.compare.recommend import RecommendWeights, recommend, with_verdict
+from tunewatch.plugins.compare.recommend import recommend, with_verdict
 from tunewatch.plugins.compare.results import ItemResult, ModelSide, Recommendation
+from tunewatch.plugins.compare.weights import RecommendWeights
 
 from .comparisons import GIB, comparison, paired, side, speed
 
