@@ -38,6 +38,9 @@ _NOT_SHOWN = ("resources",)
 MAX_STORAGE_RUNS = 200
 LOSS, EVAL_LOSS, LEARNING_RATE = "loss", "eval_loss", "learning_rate"
 
+# The whole run is a small, light panel under the period's: a quarter of the points will do.
+WHOLE_RUN_POINTS = 500
+
 
 def collect_report(store: Store, *, since: float, until: float, now: float | None = None) -> Report:
     """Everything the report shows about the period [since, until): synchronous, read-only."""
@@ -159,8 +162,8 @@ def _series(run: str, columns: RunColumns, period: Sequence[StoredEvent]) -> Run
         run=run,
         loss=thin(columns.period[LOSS]),
         eval_loss=thin(columns.period[EVAL_LOSS]),
-        whole_loss=thin(columns.whole[LOSS]),
-        whole_eval_loss=thin(columns.whole[EVAL_LOSS]),
+        whole_loss=thin(columns.whole[LOSS], WHOLE_RUN_POINTS),
+        whole_eval_loss=thin(columns.whole[EVAL_LOSS], WHOLE_RUN_POINTS),
         alerts=marks,
     )
 

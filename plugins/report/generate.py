@@ -15,7 +15,7 @@ from typing import Any
 
 from tunewatch.daemon.atomic import write_atomic
 from tunewatch.daemon.store import Store
-from tunewatch.plugins.report.chart_process import render_chart
+from tunewatch.plugins.report.chart_process import ChartDrawer
 from tunewatch.plugins.report.content import collect_report
 from tunewatch.plugins.report.markdown import health_line, render_markdown
 from tunewatch.plugins.report.model import Report
@@ -41,15 +41,21 @@ def generate_report(
 ) -> GeneratedReport:
     """Collect the period [since, until) from `state_db` (read-only) and write the report into
     `out_dir`, named after `stamp`. Raises StoreError when the database cannot be read."""
-    store = Store(state_db, readonly=True)
-    try:
-        report = collect_report(store, since=since, until=until, now=until)
-    finally:
-        store.close()
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = report_stem(stamp)
     drawing = out_dir / f"{stem}.png"
-    drawn = bool(report.chart.runs) and render_chart(report.chart, drawing)
+    drawer = ChartDrawer(drawing)  # imports matplotlib while the store is read
+    store = Store(state_db, readonly=True)
+    try:
+        report = collect_report(store, since=since, until=until, now=until)
+    except BaseException:
+        drawer.cancel()
+        raise
+    finally:
+        store.close()
+    drawn = bool(report.chart.runs) and drawer.draw(report.chart)
+    if not report.chart.runs:
+        drawer.cancel()
     chart = drawing if drawn else None
     text = render_markdown(report, None if chart is None else chart.name)
     markdown = out_dir / f"{stem}.md"
