@@ -99,6 +99,12 @@ class NotifyPlugin:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
+    @classmethod
+    def doctor_checks(cls, config: NotifyConfig, settings: Any) -> list[Any]:
+        from tunewatch.plugins.notify.doctor import checks
+
+        return checks(config)
+
     async def start(self) -> None:
         if not self.config.enabled:
             return
