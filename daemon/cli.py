@@ -47,20 +47,25 @@ def build_parser(commands: CommandRegistry | None = None) -> argparse.ArgumentPa
     parser = argparse.ArgumentParser(
         prog="tunewatch", description="Watches LLM fine-tuning runs so that you do not have to."
     )
-    parser.add_argument(
-        "--config", type=Path, help="config file (default: ~/.config/tunewatch/config.toml)"
-    )
+    config_help = "config file (default: ~/.config/tunewatch/config.toml)"
+    parser.add_argument("--config", type=Path, help=config_help)
+    # After the verb too (`tunewatch status --config x.toml`); SUPPRESS keeps the one given
+    # before the verb when none follows it.
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="watch run directories (the daemon)")
+    run = sub.add_parser("run", parents=[after], help="watch run directories (the daemon)")
     run.add_argument("paths", nargs="*", help="run directories or globs (default: [daemon] runs)")
     run.add_argument("--no-notifications", action="store_true", help="no desktop or remote alerts")
     run.add_argument("--once", action="store_true", help="read everything present, then exit")
 
-    status = sub.add_parser("status", help="where each run stands")
+    status = sub.add_parser("status", parents=[after], help="where each run stands")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
-    events = sub.add_parser("events", help="what happened: anomalies, best models, errors...")
+    events = sub.add_parser(
+        "events", parents=[after], help="what happened: anomalies, best models, errors..."
+    )
     events.add_argument("--run", help="only this run (its name, as `status` shows it)")
     events.add_argument(
         "--kind", action="append", choices=KINDS, help="only this kind (repeatable)"
@@ -68,16 +73,20 @@ def build_parser(commands: CommandRegistry | None = None) -> argparse.ArgumentPa
     events.add_argument("--since", type=parse_duration_s, help="only the last DURATION (e.g. 24h)")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
 
-    install = sub.add_parser("install-service", help="install the systemd user service")
+    install = sub.add_parser(
+        "install-service", parents=[after], help="install the systemd user service"
+    )
     install.add_argument("--unit-dir", type=Path, help="where to write the unit")
 
-    sub.add_parser("plugins", help="list the plugins that were found")
+    sub.add_parser("plugins", parents=[after], help="list the plugins that were found")
 
-    doctor = sub.add_parser("doctor", help="check what tunewatch needs, with the fix for each")
+    doctor = sub.add_parser(
+        "doctor", parents=[after], help="check what tunewatch needs, with the fix for each"
+    )
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
 
     for command in commands.commands.values() if commands is not None else ():
-        verb = sub.add_parser(command.name, help=command.help)
+        verb = sub.add_parser(command.name, parents=[after], help=command.help)
         command.add_arguments(verb)
         verb.set_defaults(plugin_command=command)
     return parser

@@ -234,3 +234,18 @@ def test_a_daemon_reading_escape_sequences_from_a_log_never_prints_them(tmp_path
     for out in (ran.stderr, status, events):
         assert "\x1b" not in out and "\x07" not in out
     assert "\\x1b]0;PWNED\\x07..." in status and "\\x1b]0;PWNED\\x07..." in events
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_the_config_file_may_come_before_or_after_the_verb(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[daemon]\nrescan_interval_s = 0\n")  # refused: names the key
+    args = (
+        ["--config", str(config), "status"]
+        if where == "before"
+        else ["status", "--config", str(config)]
+    )
+    assert main(args) == 2
+    assert "rescan_interval_s" in capsys.readouterr().err
