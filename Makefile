@@ -4,7 +4,6 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # A CPU build of torch for tests; the project itself accepts any torch (bring your CUDA build).
 TORCH_FOR_TESTS ?= torch==2.13.0
-DEMO_DIR ?= demo-run
 
 .PHONY: demo run test test-fast lint typecheck bench clean
 
@@ -21,13 +20,13 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev,compare]"
 	touch $@ $(VENV)/.core
 
-# Watch a simulated fine-tuning run that writes a new log line every 0.2 s.
-demo: $(VENV)/.core
-	@mkdir -p $(DEMO_DIR)
-	@$(BIN)/python bench/simulate_run.py $(DEMO_DIR) --steps 100000 --interval 0.2 & \
-	  sim=$$!; trap "kill $$sim 2>/dev/null" EXIT INT TERM; \
-	  echo "demo run in $(DEMO_DIR)/ (simulator pid $$sim); in another terminal: $(BIN)/tunewatch status"; \
-	  $(BIN)/tunewatch run --no-notifications $(DEMO_DIR)
+$(VENV)/.demo: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[compare]"
+	touch $@ $(VENV)/.core
+
+# About two minutes: a real tiny training run under the daemon, every feature shown as it happens.
+demo: $(VENV)/.demo
+	$(BIN)/tunewatch demo
 
 # Watch a real run directory: make run RUN=~/runs/my-finetune
 run: $(VENV)/.core
@@ -60,4 +59,4 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/validate_throughput.py --repeat 2
 
 clean:
-	rm -rf build $(DEMO_DIR) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf build .mypy_cache .pytest_cache .ruff_cache

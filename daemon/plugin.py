@@ -193,6 +193,22 @@ class Plugin(Protocol):
         """Cancel tasks and release resources; called in reverse start order."""
 
 
+class CommandOnlyPlugin:
+    """Base of a plugin that only adds CLI verbs (`register_commands`): nothing of it runs in
+    the daemon."""
+
+    Config: ClassVar[type[Any]] = PluginConfig
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class DiscoveredPlugin:
     name: str

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from tunewatch.daemon.plugin import CommandRegistry, PluginConfig, PluginContext
+from tunewatch.daemon.plugin import CommandOnlyPlugin, CommandRegistry
 
 
-class ValidatePlugin:
+class ValidatePlugin(CommandOnlyPlugin):
     """Contributes the `validate` verb; nothing runs in the daemon (the inbox plugin does)."""
 
     name: ClassVar[str] = "validate"
-    Config: ClassVar[type[PluginConfig]] = PluginConfig
-
-    def __init__(self, ctx: PluginContext) -> None:
-        self.ctx = ctx
 
     @classmethod
     def register_commands(cls, commands: CommandRegistry) -> None:
@@ -30,9 +26,3 @@ class ValidatePlugin:
             add_arguments=command.add_arguments,
             run=command.run,
         )
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None

@@ -8,7 +8,12 @@ import sys
 # Modules that run only in a child process (`python -m tunewatch.plugins.compare.child`): they
 # import torch by design. Every other module is imported, so one that imported them at module
 # level would bring torch in and fail this test.
-CHILD_ONLY = ("tunewatch.plugins.compare.engine", "tunewatch.plugins.report.chart")
+CHILD_ONLY = (
+    "tunewatch.plugins.compare.engine",
+    "tunewatch.plugins.report.chart",
+    "tunewatch.plugins.demo.tiny_run",
+    "tunewatch.plugins.demo.train",
+)
 
 PROBE = """
 import importlib, pkgutil, sys

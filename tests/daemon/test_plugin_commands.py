@@ -119,6 +119,7 @@ def test_the_built_in_verbs_come_from_their_plugins() -> None:
         "validate": "validate",
         "compare": "compare",
         "report": "report",
+        "demo": "demo",
     }
     assert registry.errors == []
 
