@@ -79,3 +79,5 @@ def configure_logging(
     root.setLevel(LEVELS[level])
     # watchfiles logs every batch of changes at INFO; that is noise in a daemon's journal.
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
+    # APScheduler says at info level each time it adds or runs a job: noise in a person's view.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

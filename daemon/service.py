@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import functools
 import gc
+import glob
 import os
 import signal
 import threading
@@ -150,7 +151,16 @@ class Daemon:
             background.append(
                 asyncio.create_task(run_downsampling(store, lambda: self.settings.daemon))
             )
-            log.info("tunewatch running", runs=self.run_specs(), db=str(self.settings.state_db()))
+            specs = self.run_specs()
+            # A run folder that does not exist yet (a typo, or training not started) is watched
+            # for; saying so at start saves a person wondering why nothing is recorded.
+            waiting = await asyncio.to_thread(_missing, specs)
+            log.info(
+                "tunewatch running",
+                runs=specs,
+                db=str(self.settings.state_db()),
+                **({"waiting_for": waiting} if waiting else {}),
+            )
             while True:
                 await self.watcher.run(self.stop_event)
                 if not self._reload_requested:
@@ -369,3 +379,8 @@ def run_daemon(daemon: Daemon) -> int:
     # asyncio.run also waited for the executor threads; past this point nothing can hang.
     daemon.stopped()
     return code
+
+
+def _missing(specs: list[str]) -> list[str]:
+    """The run directories or globs that match nothing yet."""
+    return [spec for spec in specs if not glob.glob(os.path.expanduser(spec))]
