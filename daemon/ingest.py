@@ -127,6 +127,7 @@ class Ingest:
         self.became_active = asyncio.Event()
         # While catching up, the stored positions of every file, loaded in one query.
         self.known_states: dict[str, FileState] | None = None
+        self._handed_out: set[str] = set()  # keys a follower was made for during the catch-up
         self._store_attempts = 0
         self._store_retry_at = 0.0  # monotonic time of the next attempt while the store fails
         self._reading: tuple[Path, float] | None = None  # the read in flight, since (monotonic)
@@ -253,7 +254,16 @@ class Ingest:
 
     async def _state(self, key: str) -> FileState | None:
         if self.known_states is not None:
-            return self.known_states.pop(key, None)
+            first_time = key not in self._handed_out
+            self._handed_out.add(key)
+            if key in self.known_states:
+                return self.known_states.pop(key)
+            if first_time:
+                return None  # not in the store: a file never read before
+        # A follower made again (its run was closed to free descriptors, or every checkpoint's
+        # trainer_state.json shares one key): the store has what it committed since. Before,
+        # the catch-up handed it a fresh cursor, and a restart re-read a finished run's
+        # checkpoints from the second one on, alerts included.
         return await self.store.call(self.store.store.file_state, key)
 
     async def _ingest_log(self, run: RunSources, follower: LogTailer) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +119,26 @@ def test_run_once_judges_every_point_of_a_long_history(tmp_path: Path) -> None:
         daemon.cli("--config", str(config), "run", "--once", "--no-notifications", str(run))
         anomalies = [e["data"] for e in daemon.events("--kind", "anomaly")]
     assert ("non_finite", 299_990) in [(a["kind"], a["step"]) for a in anomalies]
+
+
+@pytest.mark.slow
+def test_restarting_on_a_finished_run_records_nothing_again(tmp_path: Path) -> None:
+    """A finished Trainer run with three checkpoints, read at a first start, then the daemon
+    started again twice: the history is the same (before the fix, each start re-read the
+    checkpoints from the second one on and raised the alerts again)."""
+    from fixtures.tiny_training import train_tiny_run
+
+    run = tmp_path / "finished"
+    train_tiny_run(run, max_steps=60, save_steps=20, eval_steps=20)
+    histories = []
+    with DaemonProcess(tmp_path) as daemon:
+        for _start in range(3):
+            daemon.start(str(run))
+            time.sleep(3)  # READY means caught up; give the plugins a moment too
+            assert daemon.stop() == 0
+            histories.append(
+                [(e["kind"], e["summary"]) for e in daemon.events() if e["kind"] != "resources"]
+            )
+    first = histories[0]
+    assert histories[1] == first and histories[2] == first
+    assert [kind for kind, _ in first].count("checkpoint") == 3
