@@ -41,6 +41,10 @@ state_dir = {state!r}
 [inbox]
 settle_s = 1.0
 
+[notify]
+# Two minutes hold what a real run spreads over hours: let every notification through.
+max_per_window = 50
+
 [compare]
 device = "cpu"
 max_new_tokens = 8
