@@ -16,6 +16,8 @@ from tunewatch.daemon.text import printable
 
 # A run that is not finished but logged nothing for this long is shown as inactive.
 INACTIVE_AFTER_S = 3600.0
+# Silent this long while not finished: stalled (the anomaly plugin's default stall_minutes).
+STALLED_AFTER_S = 1800.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +40,14 @@ class RunStatus:
     @property
     def state(self) -> str:
         """What the run is doing, as a person says it: its finished status ("finished",
-        "completed", "failed"...), "inactive since ..." when nothing came for an hour, else the
-        status its trainer gave."""
+        "completed", "failed"...), "stalled since ..." when nothing came for half an hour,
+        "inactive since ..." after an hour, else the status its trainer gave."""
         if self.status in FINISHED_STATUSES:
             return self.status
         silent = self.seconds_since_last_metric
-        if self.last_metric_time is not None and silent is not None and silent > INACTIVE_AFTER_S:
+        if self.last_metric_time is not None and silent is not None and silent > STALLED_AFTER_S:
             since = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.last_metric_time))
-            return f"inactive since {since}"
+            return f"{'inactive' if silent > INACTIVE_AFTER_S else 'stalled'} since {since}"
         return self.status or ("training" if self.last_metric_time is not None else "unknown")
 
     @property

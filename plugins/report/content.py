@@ -101,7 +101,7 @@ def _worth_showing(st: RunStatus, since: float, found: act.Episodes, mentioned: 
 def _condition(st: RunStatus, found: act.Episodes) -> Condition:
     if st.status in FINISHED_STATUSES:
         return "finished"
-    if found.stalled(st.name):
+    if found.stalled(st.name) or st.state.startswith("stalled"):
         return "stalled"
     if st.state.startswith("inactive"):
         return "inactive"
