@@ -85,7 +85,12 @@ def run(ctx: CommandContext) -> int:
         console.print(f"{printable(str(args.keep))} is not empty: each demo starts fresh.")
         return EXIT_USAGE
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="tunewatch-demo-"))
-    scenario = Scenario(workdir, notifications=not args.no_notifications, pace_s=args.pace_s)
+    scenario = Scenario(
+        workdir,
+        notifications=not args.no_notifications,
+        pace_s=args.pace_s,
+        kept=args.keep is not None,
+    )
     try:
         return scenario.play(console)
     except KeyboardInterrupt:
@@ -109,8 +114,9 @@ class Seen:
 
 
 class Scenario:
-    def __init__(self, workdir: Path, *, notifications: bool, pace_s: float) -> None:
+    def __init__(self, workdir: Path, *, notifications: bool, pace_s: float, kept: bool) -> None:
         self.workdir = workdir.resolve()
+        self.kept = kept  # else the folder goes when the demo ends
         self.run_dir = self.workdir / RUN_NAME
         self.state = self.workdir / "state"
         self.config = self.workdir / "config.toml"
@@ -298,12 +304,28 @@ class Scenario:
             f"  - {c.get('best_model', 0)} new best models, {c.get('snapshot', 0)} snapshots kept",
             f"  - {c.get('comparison', 0)} comparisons of each new best with the previous one",
             f"  - {c.get('validation', 0)} data file validated from the inbox",
-            f"  - a report with its chart: {self.report}" if self.report else "  - no report",
+            (
+                "  - no report"
+                if self.report is None
+                else f"  - a report with its chart: {self.report}"
+            )
+            if self.kept
+            else "  - a report with its chart",
             "",
-            f"Everything is in {self.workdir}" if self.workdir.exists() else "",
-            "Try next:",
-            f"  tunewatch --config {self.config} status",
-            f"  tunewatch --config {self.config} events --kind anomaly",
+        ]
+        if self.kept:
+            lines += [
+                f"Everything is in {self.workdir}. Try next:",
+                f"  tunewatch --config {self.config} status",
+                f"  tunewatch --config {self.config} events --kind anomaly",
+            ]
+        else:
+            lines += [
+                "The demo's folder is gone; `tunewatch demo --keep DIR` keeps it to explore.",
+                "Try next:",
+            ]
+        lines += [
             "  tunewatch run ~/runs/your-run        # watch your own training",
+            "  tunewatch doctor                     # what this machine still needs",
         ]
         return "\n".join(printable(line) for line in lines)
