@@ -112,7 +112,9 @@ def test_a_run_directory_created_later_is_waited_for(tmp_path: Path) -> None:
     with DaemonProcess(tmp_path) as daemon:
         daemon.start(str(run))
         # Named at start: a typo or a run not started yet is no mystery.
-        assert f'"waiting_for": ["{run}"]' in daemon.log()
+        daemon.wait_for(
+            lambda: f'"waiting_for": ["{run}"]' in daemon.log(), timeout_s=30, what="waiting_for"
+        )
         run.mkdir()
         append(run / "trainer_log.jsonl", jsonl(1) + jsonl(2))
         daemon.wait_for(
