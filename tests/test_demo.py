@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
+from fixtures.daemon_process import recorded_events
 
 DEMO_TIME_LIMIT_S = 300
 
@@ -36,27 +35,6 @@ def demo(keep: Path, *extra: str) -> subprocess.Popen[str]:
     )
 
 
-def events(keep: Path, kind: str) -> list[dict[str, Any]]:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tunewatch.daemon",
-            "--config",
-            str(keep / "config.toml"),
-            "events",
-            "--kind",
-            kind,
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    return [json.loads(line) for line in out.splitlines()]
-
-
 @pytest.mark.slow
 def test_the_demo_shows_every_feature_and_leaves_its_artefacts(tmp_path: Path) -> None:
     keep = tmp_path / "demo"
@@ -67,15 +45,19 @@ def test_the_demo_shows_every_feature_and_leaves_its_artefacts(tmp_path: Path) -
     assert "Traceback" not in out + err
     assert "What you just saw" in out
     # A divergence alert, critical, after the learning rate was blown up at step 85.
-    critical = [e for e in events(keep, "anomaly") if e["severity"] == "critical"]
+    critical = [
+        e
+        for e in recorded_events(keep / "config.toml", "--kind", "anomaly")
+        if e["severity"] == "critical"
+    ]
     assert critical and all(int(e["data"]["step"]) >= 85 for e in critical)
     # Best models snapshotted, each new one compared with the previous, with a report.
-    snapshots = events(keep, "snapshot")
-    comparisons = events(keep, "comparison")
+    snapshots = recorded_events(keep / "config.toml", "--kind", "snapshot")
+    comparisons = recorded_events(keep / "config.toml", "--kind", "comparison")
     assert len(snapshots) >= 2 and len(comparisons) == len(snapshots) - 1
     assert all(Path(str(c["data"]["report_path"])).is_file() for c in comparisons)
     # The flawed data file was validated from the inbox and failed.
-    (validation,) = events(keep, "validation")
+    (validation,) = recorded_events(keep / "config.toml", "--kind", "validation")
     assert validation["data"]["verdict"] != "ready"
     assert Path(str(validation["data"]["report_path"])).is_file()
     # The report, with its chart.

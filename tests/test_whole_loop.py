@@ -4,28 +4,15 @@ lost."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from fixtures.daemon_process import DaemonProcess
+from fixtures.daemon_process import DaemonProcess, recorded_events
 from fixtures.notification_server import NotificationServer
-
-
-def history(config: Path) -> list[dict[str, Any]]:
-    out = subprocess.run(
-        [sys.executable, "-m", "tunewatch.daemon", "--config", str(config), "events", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    return [json.loads(line) for line in out.splitlines()]
 
 
 @pytest.mark.slow
@@ -42,7 +29,7 @@ def test_the_demo_loop_notifies_everything_once_and_a_kill_9_repeats_nothing(
     )
     assert demo.returncode == 0, demo.stderr
     config = keep / "config.toml"
-    before = history(config)
+    before = recorded_events(config)
     kinds = [e["kind"] for e in before]
     assert {"anomaly", "best_model", "snapshot", "comparison", "validation"} <= set(kinds)
     assert (keep / "reports" / "latest_report.md").is_file()
@@ -69,7 +56,7 @@ def test_the_demo_loop_notifies_everything_once_and_a_kill_9_repeats_nothing(
         daemon.start(config=config, notifications=True)
         time.sleep(5)  # a settle: anything it would repeat, it repeats now
         assert daemon.stop() == 0
-    after = history(config)
+    after = recorded_events(config)
     assert [(e["kind"], e["summary"]) for e in after[: len(before)]] == [
         (e["kind"], e["summary"]) for e in before
     ]

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from fixtures.daemon_process import DaemonProcess, metric_steps, without_file_permission_override
 from fixtures.notification_server import NotificationServer
+from fixtures.tmpfs import tmpfs
 
 
 def lines(steps: range) -> str:
@@ -173,19 +174,8 @@ def test_an_unreadable_file_is_reported_then_read_once_it_is_allowed(tmp_path: P
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs that the test can fill; skipped where mounting is not allowed."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "4m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(disk: Path) -> Path:

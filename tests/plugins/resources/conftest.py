@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fixtures.tmpfs import tmpfs
 
 from tunewatch.daemon.store import RunRow
 
@@ -36,21 +35,6 @@ def run_row(
     pid: int | None = None,
 ) -> RunRow:
     return RunRow(1, str(path), name, status, total_steps, pid, 0.0)
-
-
-@contextlib.contextmanager
-def tmpfs(mount: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of `size` ("8m") mounted on `mount` while the block runs: a real file system
-    that can really fill. Skips the test where mounting is not allowed (not root, a container)."""
-    mount.mkdir(exist_ok=True)
-    command = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)]
-    refused = subprocess.run(command, capture_output=True, text=True).returncode != 0
-    if refused:
-        pytest.skip(f"cannot mount a tmpfs on {mount} here: try as root")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.fixture
