@@ -26,6 +26,7 @@ import structlog
 
 from tunewatch.daemon.bus import EventBus
 from tunewatch.daemon.config import ConfigError, Settings, load_settings, parse_section
+from tunewatch.daemon.instance_lock import DaemonHealth
 from tunewatch.daemon.store import AsyncStore
 
 ENTRY_POINT_GROUP = "tunewatch.plugins"
@@ -52,8 +53,15 @@ class PluginContext:
     log: Any  # a structlog logger bound with plugin=<name>
     run_dirs: Mapping[str, Path]  # run name -> directory, as known at start
     notifications: bool = True
-    # Told (plugin name, what failed) when a task started with `spawn` dies of an exception.
+    # Told (plugin name, what failed) when a task started with `spawn` dies of an exception, or
+    # when a plugin reports a failure of its own (a port taken, a server unreachable)...
     on_failure: Callable[[str, str], None] | None = None
+    # ...and told (plugin name) when such a reported failure is over, so that `status` and
+    # `tunewatch plugins` stop saying FAILED about a plugin that works again.
+    on_recovered: Callable[[str], None] | None = None
+    # The daemon's own health now (recording failure, unreadable files, plugin states), read
+    # only; None outside a daemon. The Prometheus exporter publishes it.
+    health: Callable[[], DaemonHealth] | None = None
 
     def run_path(self, run_dir: Path, configured: str) -> Path:
         """A per-run folder such as inbox/ or reports/: relative paths live in the run directory."""
@@ -261,8 +269,14 @@ class PluginHost:
         self.failed: dict[str, str] = {}  # plugin -> why it failed (to load, start or run)
 
     def task_failed(self, plugin: str, why: str) -> None:
-        """A plugin's background task died (see `PluginContext.spawn`)."""
+        """A plugin's background task died (see `PluginContext.spawn`), or the plugin reported a
+        failure; the first reason is kept until it recovers."""
         self.failed.setdefault(plugin, why)
+
+    def task_recovered(self, plugin: str) -> None:
+        """The plugin reported that what failed works again; one that failed to load or start
+        never calls this (it is not running)."""
+        self.failed.pop(plugin, None)
 
     def states(self) -> dict[str, str]:
         """Plugin -> "running", or "failed: <why>"."""

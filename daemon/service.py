@@ -86,6 +86,7 @@ class Daemon:
         # Set by `run_daemon`: the process exits this long after SIGTERM whatever is stuck.
         self.stop_grace_s: float | None = None
         self._stop_timer: threading.Timer | None = None
+        self._started = time.time()  # reset by run(); what `health` reports
 
     def run_specs(self) -> list[str]:
         return self.cli_run_specs or list(self.settings.daemon.runs)
@@ -115,7 +116,7 @@ class Daemon:
         )
         self._install_signal_handlers()
         background: list[asyncio.Task[None]] = []
-        started = time.time()
+        started = self._started = time.time()
         try:
             lock.update(self.health(started))
             await self.watcher.refresh_runs()
@@ -235,6 +236,8 @@ class Daemon:
                 run_dirs=run_dirs,
                 notifications=self.notifications,
                 on_failure=self._plugin_failed,
+                on_recovered=self._plugin_recovered,
+                health=lambda: self.health(self._started),
             )
             try:
                 plugin = found.cls(ctx)
@@ -247,6 +250,10 @@ class Daemon:
     def _plugin_failed(self, plugin: str, why: str) -> None:
         self.host.task_failed(plugin, why)
         self.watcher.ingest.health_changed.set()  # `status` and `plugins` learn it at once
+
+    def _plugin_recovered(self, plugin: str) -> None:
+        self.host.task_recovered(plugin)
+        self.watcher.ingest.health_changed.set()
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()

@@ -150,6 +150,17 @@ async def test_a_background_task_that_dies_is_reported_at_once(tmp_path: Path) -
     await store.close()
 
 
+async def test_a_reported_failure_shows_until_the_plugin_says_it_works_again() -> None:
+    host = PluginHost()
+    await host.start(Recorder("exporter", []))
+    host.task_failed("exporter", "cannot listen on 127.0.0.1:9464")
+    host.task_failed("exporter", "still cannot listen")  # the first reason is the one shown
+    assert host.states() == {"exporter": "failed: cannot listen on 127.0.0.1:9464"}
+    host.task_recovered("exporter")
+    assert host.states() == {"exporter": "running"}
+    await host.stop()
+
+
 async def test_what_a_starting_plugin_publishes_reaches_plugins_started_after_it() -> None:
     bus = EventBus()
     seen: list[Event] = []
