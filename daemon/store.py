@@ -719,13 +719,24 @@ class Store:
             sql += " AND time >= ?"
             args.append(since)
         sql += " ORDER BY time, seq"
-        return [
-            StoredEvent(
-                seq,
-                HistoryRow(t, names.get(rid) if rid else None, kind, sev, summary, orjson.loads(d)),
-            )
-            for seq, t, rid, kind, sev, summary, d in self.db.execute(sql, args)
-        ]
+        return _stored_events(self.db.execute(sql, args), names)
+
+    def events_after(self, seq: int, kinds: Iterable[str], limit: int) -> list[StoredEvent]:
+        """Up to `limit` recorded events of `kinds` with a seq above `seq`, in the order they
+        were recorded: how a plugin follows the history from a position it saved.
+
+        `history` orders and bounds by time, and an event recorded in a catch-up carries its
+        point's old time; a range on the primary key finds exactly what came after the
+        position, without reading the whole history.
+        """
+        names = self.run_names()
+        kinds = list(kinds)
+        rows = self.db.execute(
+            "SELECT seq, time, run_id, kind, severity, summary, data FROM events"
+            f" WHERE seq > ? AND kind IN ({', '.join('?' * len(kinds))}) ORDER BY seq LIMIT ?",
+            (seq, *kinds, limit),
+        )
+        return _stored_events(rows, names)
 
     def newest_point_seqs(self) -> dict[int, int]:
         """Run id -> seq of its newest recorded point: who has points after a saved position."""
@@ -892,3 +903,14 @@ class AsyncStore:
     async def close(self) -> None:
         await self.call(self.store.close)
         self._executor.shutdown(wait=True)
+
+
+def _stored_events(rows: Iterable[Any], names: Mapping[int, str]) -> list[StoredEvent]:
+    """Rows of (seq, time, run_id, kind, severity, summary, data) as stored events."""
+    return [
+        StoredEvent(
+            seq,
+            HistoryRow(t, names.get(rid) if rid else None, kind, sev, summary, orjson.loads(d)),
+        )
+        for seq, t, rid, kind, sev, summary, d in rows
+    ]

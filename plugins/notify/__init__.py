@@ -36,8 +36,8 @@ from tunewatch.daemon.events import (
     ValidationFinished,
 )
 from tunewatch.daemon.plugin import PluginContext
-from tunewatch.plugins.notify import messages
-from tunewatch.plugins.notify.messages import Alert
+from tunewatch.plugins import alert_messages as messages
+from tunewatch.plugins.alert_messages import Alert
 from tunewatch.plugins.notify.opener import FileOpener
 from tunewatch.plugins.notify.remote import RemoteChannels
 from tunewatch.plugins.notify.throttle import Throttle

@@ -17,8 +17,8 @@ from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 from desktop_notifier import DesktopNotifier, Urgency
 
+from tunewatch.plugins.alert_messages import Alert
 from tunewatch.plugins.notify.markup import escape_markup
-from tunewatch.plugins.notify.messages import Alert
 
 SERVER = "org.freedesktop.Notifications"
 SERVER_PATH = "/org/freedesktop/Notifications"

@@ -13,7 +13,7 @@ import warnings
 from typing import Any
 from urllib.parse import urlsplit
 
-from tunewatch.plugins.notify.messages import Alert
+from tunewatch.plugins.alert_messages import Alert
 
 QUEUE_SIZE = 100
 

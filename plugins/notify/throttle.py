@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tunewatch.plugins.notify.messages import Alert, plural
+from tunewatch.plugins.alert_messages import Alert, plural
 
 NAMED_IN_SUMMARY = 3
 

@@ -120,6 +120,7 @@ def test_the_built_in_verbs_come_from_their_plugins() -> None:
         "compare": "compare",
         "report": "report",
         "demo": "demo",
+        "alertmanager": "alertmanager",
     }
     assert registry.errors == []
 

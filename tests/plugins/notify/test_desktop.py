@@ -14,8 +14,8 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from tunewatch.plugins.alert_messages import Alert
 from tunewatch.plugins.notify.desktop import DesktopChannel, probe_server
-from tunewatch.plugins.notify.messages import Alert
 from tunewatch.plugins.notify.opener import FileOpener
 
 from .conftest import Closer, NotificationServer, eventually

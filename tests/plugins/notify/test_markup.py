@@ -1,8 +1,8 @@
-"""Untrusted text is shown as the characters it is: one bounded line, never read as markup."""
+"""Untrusted text is shown as the characters it is, never read as markup."""
 
 from __future__ import annotations
 
-from tunewatch.plugins.notify.markup import escape_markup, one_line
+from tunewatch.plugins.notify.markup import escape_markup
 
 
 def test_markup_characters_become_entities() -> None:
@@ -14,17 +14,3 @@ def test_markup_characters_become_entities() -> None:
 
 def test_an_entity_in_the_input_is_escaped_too_so_it_is_shown_as_typed() -> None:
     assert escape_markup("&lt;") == "&amp;lt;"
-
-
-def test_control_characters_and_newlines_fold_into_one_line() -> None:
-    assert one_line("run\x00-a\n\tstep\r\n 3\x1b[31m") == "run -a step 3 [31m"
-
-
-def test_long_text_is_cut_with_an_ellipsis() -> None:
-    cut = one_line("x" * 500, 20)
-    assert len(cut) == 20
-    assert cut.endswith("…")
-
-
-def test_short_text_is_unchanged() -> None:
-    assert one_line("run-a", 5) == "run-a"

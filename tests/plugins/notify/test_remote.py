@@ -11,7 +11,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from tunewatch.plugins.notify.messages import Alert
+from tunewatch.plugins.alert_messages import Alert
 from tunewatch.plugins.notify.remote import RemoteChannels
 
 from .conftest import Closer, Webhook, eventually

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tunewatch.plugins.notify.messages import Alert
+from tunewatch.plugins.alert_messages import Alert
 from tunewatch.plugins.notify.throttle import Throttle
 
 

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fixtures.binaries import require_binaries as require_binaries_of
-
-from .harness import free_port
+from fixtures.local_servers import free_port
+from fixtures.local_servers import require_binaries as require_binaries_of
 
 BINARIES = ("prometheus", "promtool")
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 from fixtures.daemon_process import DaemonProcess
+from fixtures.local_servers import free_port
 
-from .harness import free_port, parse, value
+from .harness import parse, value
 from .prometheus_server import prometheus_scraping, require_binaries
 from .test_docs import dashboard_queries
 

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from fixtures.local_servers import free_port
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,7 +19,7 @@ from tunewatch.daemon.events import MetricsLogged
 from tunewatch.plugins.prometheus import PrometheusConfig
 from tunewatch.plugins.prometheus.http_server import MAX_REQUEST_BYTES, parse_request_line
 
-from .harness import exporter, free_port, parse, value
+from .harness import exporter, parse, value
 
 
 def get(url: str, method: str = "GET") -> tuple[int, str, bytes]:

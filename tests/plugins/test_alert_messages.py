@@ -1,4 +1,5 @@
-"""What a person reads for each event: titles, bodies, urgency and what a click opens."""
+"""What a person reads for each event: titles, bodies, urgency and what a click opens; untrusted
+text folded onto one bounded line."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from tunewatch.daemon.events import (
     SourceUnreadable,
     ValidationFinished,
 )
-from tunewatch.plugins.notify import messages
+from tunewatch.plugins import alert_messages as messages
+from tunewatch.plugins.alert_messages import one_line
 
 
 def anomaly(
@@ -261,3 +263,17 @@ def test_memory_alerts_name_the_run_or_gpu_and_recoveries_say_it_is_over() -> No
     )
     assert recovered.title == "Recovered: Disk filling: /data"
     assert recovered.body == "Disk space (/data) is fine again" and not recovered.critical
+
+
+def test_control_characters_and_newlines_fold_into_one_line() -> None:
+    assert one_line("run\x00-a\n\tstep\r\n 3\x1b[31m") == "run -a step 3 [31m"
+
+
+def test_long_text_is_cut_with_an_ellipsis() -> None:
+    cut = one_line("x" * 500, 20)
+    assert len(cut) == 20
+    assert cut.endswith("…")
+
+
+def test_short_text_is_unchanged() -> None:
+    assert one_line("run-a", 5) == "run-a"

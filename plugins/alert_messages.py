@@ -1,12 +1,14 @@
-"""What a person reads: each event becomes an `Alert` with a short title and a one-line body.
+"""What a person reads about an event, shared by the plugins that alert (notify, alertmanager):
+each event becomes an `Alert` with a short title and a one-line body.
 
-Pure functions of the event. Every interpolated value goes through `one_line`; the text is
-plain (escaping for markup-aware desktops happens at the desktop channel, the one place that
-needs it).
+A library, not a plugin. Pure functions of the event. Every interpolated value goes through
+`one_line`; the text is plain (escaping for markup-aware desktops happens at the desktop channel,
+the one place that needs it).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import PurePath
 
@@ -25,7 +27,20 @@ from tunewatch.daemon.events import (
     ValidationFinished,
 )
 from tunewatch.daemon.history import fmt_duration, fmt_step, fmt_value
-from tunewatch.plugins.notify.markup import one_line
+
+# Control characters (NUL cannot even travel over D-Bus) and whitespace runs fold into one space.
+_CONTROL = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
+
+DEFAULT_LIMIT = 120
+
+
+def one_line(text: str, limit: int = DEFAULT_LIMIT) -> str:
+    """`text` on one line with control characters removed, cut to `limit` characters with `…`."""
+    flat = _CONTROL.sub(" ", text).strip()
+    if len(flat) <= limit:
+        return flat
+    return flat[: max(limit - 1, 0)].rstrip() + "…"
+
 
 # Verdicts a validator uses to say "do not train on this".
 # "fix" is the validator's verdict below 70/100: fix the data before training.
