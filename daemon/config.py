@@ -89,6 +89,14 @@ class SourceSettings:
     status_files: tuple[str, ...] = ("training_status.json",)
     csv_globs: tuple[str, ...] = ("metrics.csv", "lightning_logs/*/metrics.csv", "*/metrics.csv")
     text_globs: tuple[str, ...] = ("*.log",)
+    # TensorBoard event files: at the top, and in writers' folders up to three deep (HF's
+    # runs/<date>_<host>/, Lightning's lightning_logs/version_N/, <save_dir>/<name>/version_N/).
+    tensorboard_globs: tuple[str, ...] = (
+        "events.out.tfevents.*",
+        "*/events.out.tfevents.*",
+        "*/*/events.out.tfevents.*",
+        "*/*/*/events.out.tfevents.*",
+    )
     text_preset: Literal["step_loss", "megatron"] = "step_loss"
     text_regex: str = ""
     max_line_bytes: PositiveInt = 10 * 1024 * 1024

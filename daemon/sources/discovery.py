@@ -27,6 +27,7 @@ class SourceKind(StrEnum):
     CSV = "csv"
     STATUS = "status"
     TRAINER_STATE = "trainer_state"
+    TENSORBOARD = "tensorboard"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,7 @@ class SourceRules:
     text: tuple[str, ...]
     csv: tuple[str, ...]
     status: tuple[str, ...]
+    tensorboard: tuple[str, ...]
     trainer_state: bool
     excluded_dirs: frozenset[str]
 
@@ -53,6 +55,7 @@ class SourceRules:
             text=s.text_globs,
             csv=s.csv_globs,
             status=s.status_files,
+            tensorboard=s.tensorboard_globs,
             trainer_state=s.trainer_state,
             excluded_dirs=frozenset(PurePosixPath(p).parts[0] for p in excluded),
         )
@@ -71,6 +74,7 @@ class SourceRules:
             (SourceKind.CSV, self.csv),
             (SourceKind.JSONL, self.jsonl),
             (SourceKind.TEXT, self.text),
+            (SourceKind.TENSORBOARD, self.tensorboard),
         ):
             if any(_match_parts(parts, p) for p in patterns):
                 return kind
@@ -80,14 +84,13 @@ class SourceRules:
         """Cheap filter on a bare file name, applied to every inotify event."""
         if name == TRAINER_STATE:
             return self.trainer_state
-        return any(
-            fnmatchcase(name, p.rsplit("/", 1)[-1])
-            for p in (*self.status, *self.csv, *self.jsonl, *self.text)
-        )
+        return any(fnmatchcase(name, p.rsplit("/", 1)[-1]) for p in self._patterns())
 
     def max_depth(self) -> int:
-        patterns = (*self.status, *self.csv, *self.jsonl, *self.text)
-        return max([2, *(len(PurePosixPath(p).parts) for p in patterns)])
+        return max([2, *(len(PurePosixPath(p).parts) for p in self._patterns())])
+
+    def _patterns(self) -> tuple[str, ...]:
+        return (*self.status, *self.csv, *self.jsonl, *self.text, *self.tensorboard)
 
 
 def _match_parts(parts: tuple[str, ...], pattern: str) -> bool:

@@ -75,7 +75,16 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 
 # Bookkeeping fields trainers log next to metrics: wall clock, progress text, process ids.
 # Storing them as metrics would feed detectors with numbers that are not training signals.
-_IGNORED = ("percentage", "elapsed_time", "remaining_time", "time", "timestamp", "pid")
+# Lightning's TensorBoard logger writes `hp_metric` = -1 as a placeholder for hparams.
+_IGNORED = (
+    "percentage",
+    "elapsed_time",
+    "remaining_time",
+    "time",
+    "timestamp",
+    "pid",
+    "hp_metric",
+)
 
 # Marks an ignored key in the lookup tables (the empty string is never a real metric name).
 _SKIP = ""
@@ -114,6 +123,13 @@ def _resolve(raw: str) -> str:
 def canonical_name(raw: str) -> str:
     """The canonical spelling of a metric name; unknown names come back unchanged."""
     return _resolve(raw) or raw
+
+
+def metric_name(raw: str) -> str | None:
+    """The canonical, storable name of a metric under the key `raw`; None when the key holds a
+    step or bookkeeping instead (a TensorBoard tag, where every key stands alone)."""
+    name = _resolve(raw)
+    return None if name in (_SKIP, STEP) else storable_text(name)
 
 
 # No fine-tuning run takes a billion optimizer steps (pre-training the largest models takes about

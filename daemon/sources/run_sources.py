@@ -16,7 +16,9 @@ from tunewatch.daemon.sources.jsonl import JsonlParser
 from tunewatch.daemon.sources.lightning_csv import LightningCsvParser
 from tunewatch.daemon.sources.status_file import StatusFileParser
 from tunewatch.daemon.sources.tailer import LogTailer
+from tunewatch.daemon.sources.tensorboard import TensorBoardParser
 from tunewatch.daemon.sources.text_regex import PRESETS, TextLogParser, TextPattern
+from tunewatch.daemon.sources.tfrecord import TfRecordTailer
 from tunewatch.daemon.store import FileState
 from tunewatch.daemon.text import storable_text
 
@@ -73,6 +75,10 @@ def make_follower(
         return DocumentFollower(run.name, source, StatusFileParser, state)
     origin = FileOrigin(run=run.name, source=source, path=str(path))
     clock = WrittenClock()  # the tailer sets the file's mtime on it at every read
+    max_bytes = settings.sources.max_line_bytes
+    if kind is SourceKind.TENSORBOARD:  # records instead of lines; a record bounded the same
+        tb_parser = TensorBoardParser(origin, clock=clock)
+        return TfRecordTailer(origin, tb_parser, state, max_line_bytes=max_bytes, clock=clock)
     parser: LineParser
     if kind is SourceKind.JSONL:
         parser = JsonlParser(origin, clock=clock)
@@ -80,9 +86,7 @@ def make_follower(
         parser = LightningCsvParser(origin, clock=clock)
     else:
         parser = TextLogParser(origin, text_pattern(settings), clock=clock)
-    return LogTailer(
-        origin, parser, state, max_line_bytes=settings.sources.max_line_bytes, clock=clock
-    )
+    return LogTailer(origin, parser, state, max_line_bytes=max_bytes, clock=clock)
 
 
 def text_pattern(settings: Settings) -> TextPattern:

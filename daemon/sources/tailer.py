@@ -205,6 +205,10 @@ class LogTailer:
         self.parser.parse(lines, 1)
 
     def _read_available(self, max_bytes: int) -> TailBatch | None:
+        """Read and parse what follows; the framing (lines here, records in `TfRecordTailer`).
+
+        Keeps `state.offset + len(self._partial)` at the read position of the file.
+        """
         fh = self._fh
         if fh is None:
             return None

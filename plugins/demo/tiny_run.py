@@ -302,6 +302,7 @@ def train_tiny_run(
     max_grad_norm: float = 1.0,
     seed: int = 0,
     write_status_file: bool = False,
+    report_to: Sequence[str] = (),
 ) -> TrainResult:
     """Train the tiny Llama with `transformers.Trainer` into `output_dir` and return the truth.
 
@@ -327,7 +328,8 @@ def train_tiny_run(
         save_steps=save_steps,
         eval_strategy="steps" if eval_steps else "no",
         eval_steps=eval_steps,
-        report_to="none",
+        # e.g. ["tensorboard"]: transformers' own integrations, as a user's run would have.
+        report_to=list(report_to) or "none",
         use_cpu=True,
         seed=seed,
         dataloader_num_workers=0,
