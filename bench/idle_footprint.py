@@ -167,13 +167,15 @@ class Measured:
             self.popen.wait(30)
 
 
-def write_config(home: Path, watch_step_ms: int | None) -> None:
-    """No config file means the documented defaults; one is written only to override the step."""
-    if watch_step_ms is None:
+def write_config(home: Path, watch_step_ms: int | None, extra: Sequence[str] = ()) -> None:
+    """No config file means the documented defaults; one is written only to override the step
+    or to add sections (`--toml '[prometheus]' --toml 'listen = "127.0.0.1:9464"'`)."""
+    if watch_step_ms is None and not extra:
         return
     config = home / "config" / "tunewatch" / "config.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(f"[daemon]\nwatch_step_ms = {watch_step_ms}\n")
+    lines = [] if watch_step_ms is None else ["[daemon]", f"watch_step_ms = {watch_step_ms}"]
+    config.write_text("\n".join([*lines, *extra, ""]))
 
 
 def start_daemon(
@@ -396,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="extra environment for the daemon only, e.g. MALLOC_ARENA_MAX=1 (repeatable)",
     )
+    parser.add_argument(
+        "--toml",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="a line added to the daemon's config file, e.g. '[prometheus]' (repeatable)",
+    )
     parser.add_argument("--no-bare-python", action="store_true", help="skip the interpreter floor")
     return parser
 
@@ -405,7 +414,7 @@ def run(home: Path, args: argparse.Namespace) -> str:
     say(f"writing {RUNS} runs under {home}...")
     for i, run_dir in enumerate(run_dirs):
         prepare_run(run_dir, args.log_lines, args.model_mb * MIB, seed=i)
-    write_config(home, args.watch_step_ms)
+    write_config(home, args.watch_step_ms, args.toml)
     notify_path = home / "notify.sock"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(notify_path))
