@@ -16,9 +16,7 @@ from tunewatch.daemon.sources.jsonl import JsonlParser
 from tunewatch.daemon.sources.lightning_csv import LightningCsvParser
 from tunewatch.daemon.sources.status_file import StatusFileParser
 from tunewatch.daemon.sources.tailer import LogTailer
-from tunewatch.daemon.sources.tensorboard import TensorBoardParser
 from tunewatch.daemon.sources.text_regex import PRESETS, TextLogParser, TextPattern
-from tunewatch.daemon.sources.tfrecord import TfRecordTailer
 from tunewatch.daemon.store import FileState
 from tunewatch.daemon.text import storable_text
 
@@ -77,6 +75,11 @@ def make_follower(
     clock = WrittenClock()  # the tailer sets the file's mtime on it at every read
     max_bytes = settings.sources.max_line_bytes
     if kind is SourceKind.TENSORBOARD:  # records instead of lines; a record bounded the same
+        # Imported on the first event file: the reader and its CRC32C library cost the daemon
+        # about 1.5 MB of RSS, which runs without TensorBoard logs need not pay.
+        from tunewatch.daemon.sources.tensorboard import TensorBoardParser
+        from tunewatch.daemon.sources.tfrecord import TfRecordTailer
+
         tb_parser = TensorBoardParser(origin, clock=clock)
         return TfRecordTailer(origin, tb_parser, state, max_line_bytes=max_bytes, clock=clock)
     parser: LineParser
