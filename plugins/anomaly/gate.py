@@ -6,8 +6,8 @@ one `Alert` per episode of (kind, metric), counts the repeats, and ends each epi
 a person is told (`push`) is decided here too: never for `info` findings, and not again within
 `cooldown_s` of the last push for the same (kind, metric), on the points' own clock, nor while
 a pushed episode of the same incident is in progress or was pushed within `cooldown_s`
-(`INCIDENTS`: a loss that diverges spikes on the way up, and drags the eval loss with it; a
-person wants that told once).
+(`INCIDENTS`: a loss that diverges spikes on the way up, and drags the eval loss with it; a NaN
+loss makes the eval loss NaN too; a person wants each told once).
 `RunDetectors` bundles every detector of one run with the best-model tracker and the gate: the
 plugin feeds it points and publishes its verdicts.
 """
@@ -31,8 +31,10 @@ from tunewatch.plugins.anomaly.spike import LossSpikeDetector
 from tunewatch.plugins.anomaly.zscore import ZScoreDetector
 
 # Kinds that are one incident whatever the metric: while an episode of one of them is pushed
-# and in progress, or within `cooldown_s` of its push, another is recorded, not pushed.
-INCIDENTS = ({"loss_spike", "divergence"},)
+# and in progress, or within `cooldown_s` of its push, another is recorded, not pushed. A NaN
+# loss makes the weights NaN, so the eval loss (and each eval set's) turns NaN at the next
+# evaluation: the same incident, told once (a Lightning run pushed both, seconds apart).
+INCIDENTS = ({"loss_spike", "divergence"}, {"non_finite"})
 
 # Bumped whenever the shape of `RunDetectors.state()` changes incompatibly.
 STATE_VERSION = 1

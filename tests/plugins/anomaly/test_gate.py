@@ -186,6 +186,32 @@ def test_one_incident_is_pushed_once_whatever_kinds_and_metrics_tell_it() -> Non
     assert (feed.alerts[-1].finding.metric, feed.alerts[-1].push) == ("eval_g1_loss", True)
 
 
+def test_a_nan_loss_and_the_nan_eval_losses_it_causes_are_pushed_once() -> None:
+    # Seen on a real Lightning run: NaN weights make every later evaluation NaN too.
+    feed = Feed(gate())
+    nan = replace(finding(0, kind="non_finite"), value=math.nan)
+    feed.point(nan, metrics=("loss",))
+    feed.point(replace(nan, metric="eval_loss"), metrics=("loss", "eval_loss"))
+    feed.point(replace(nan, metric="eval_g1_loss"), metrics=("eval_g1_loss",))
+    assert [(a.finding.metric, a.push) for a in feed.alerts] == [
+        ("loss", True),
+        ("eval_loss", False),
+        ("eval_g1_loss", False),
+    ]
+    # Every episode is still in the record; a NaN after the incident is over and its cooldown
+    # has passed is news again.
+    assert set(feed.g.counts()) == {
+        ("non_finite", "loss"),
+        ("non_finite", "eval_loss"),
+        ("non_finite", "eval_g1_loss"),
+    }
+    for _ in range(4):
+        feed.point(metrics=("loss", "eval_loss", "eval_g1_loss"))
+    assert feed.g.active() == []
+    feed.point(replace(nan, metric="eval_loss"), metrics=("eval_loss",), dt=700.0)
+    assert (feed.alerts[-1].finding.metric, feed.alerts[-1].push) == ("eval_loss", True)
+
+
 def test_an_info_episode_that_turns_critical_is_pushed_then() -> None:
     # A spike is info; when the loss has not come back, the same episode becomes critical.
     feed = Feed(gate())
