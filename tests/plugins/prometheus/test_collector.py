@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import uuid
 from array import array
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from tunewatch.daemon.events import (
@@ -22,6 +25,7 @@ from tunewatch.daemon.events import (
     StatusChanged,
 )
 from tunewatch.daemon.instance_lock import DaemonHealth
+from tunewatch.daemon.text import storable_text
 from tunewatch.plugins.prometheus import PrometheusConfig
 from tunewatch.plugins.prometheus.collector import METRICS, exposed_names
 from tunewatch.plugins.prometheus.fleet_state import RUN_STATUSES
@@ -283,3 +287,21 @@ async def test_lag_is_how_long_the_oldest_store_call_has_waited(tmp_path: Path) 
         after = value(ex.scrape(), "tunewatch_pipeline_lag_seconds")
     assert lag is not None and 0.25 < lag < 0.6
     assert after == 0
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(name=st.text(min_size=1, max_size=40).map(storable_text))
+def test_any_run_name_is_a_label_value_prometheus_reads_back(tmp_path: Path, name: str) -> None:
+    # Run names are folder names: quotes, backslashes, newlines and any script are possible,
+    # and one badly escaped label would make Prometheus reject the whole scrape.
+    async def scrape() -> Samples:
+        db = tmp_path / f"state-{uuid.uuid4().hex}.db"
+        async with exporter(db) as ex:
+            await ex.commit(name, MetricsLogged(name, 7, {"loss": 1.5}, "log.jsonl", NOW))
+            return ex.scrape()
+
+    samples = asyncio.run(scrape())
+    assert value(samples, "tunewatch_run_loss", run=name) == 1.5
+    assert value(samples, "tunewatch_run_step", run=name) == 7
