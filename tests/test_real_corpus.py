@@ -39,6 +39,9 @@ CLEAN = (
     "hf-unitsyn-lora",
     "hf-gec-vi-seq2seq",
     "hf-luojiu-7b-qlora",
+    "hf-tinyllama-dpo",
+    "pl-forecast-v10",
+    "pl-tft-emotion-v37",
 )
 
 
@@ -61,6 +64,13 @@ def _known_failure(log_id: str, reason: str) -> object:
         "hf-gec-vi-seq2seq",  # a clean mBART fine-tune, 303 training losses and no eval
         "hf-dyt-distilgpt2-lora",  # a LoRA run flat at 2.1 for 189 points: not learning
         "hf-luojiu-7b-qlora",  # a clean 7B QLoRA pre-training run, 1,743 points, loss 1.75 -> 1.35
+        "hf-tinyllama-dpo",  # a clean DPO run: a loss from 0.69 down, an eval loss that plateaus
+        "gemma2-lora-seqcls",  # an eval loss 13 % up for 3 evaluations mid-run, then a new best
+        # (not told: its train loss had not fallen beyond its noise), overfitting from step 3600
+        "pl-forecast-v10",  # an eval loss near 1e-6 that swings 5x between evaluations: no push
+        "pl-forecast-v1",  # 150x one-batch spikes whose wake settles (info), overfitting at 1280
+        "pl-tft-emotion-v37",  # an eval loss 2-8 % above a lucky best, one noisy train point
+        # per evaluation that is not falling: no push
     ],
 )
 def test_labelled_episodes_are_pushed_once_and_nothing_else(log_id: str) -> None:
@@ -86,14 +96,10 @@ def test_labelled_episodes_are_pushed_once_and_nothing_else(log_id: str) -> None
             "evaluations): not told as overfitting",
         ),
         _known_failure(
-            "pl-forecast-v10",
-            "an eval loss near 1e-6 that swings 5x between evaluations: two of its rises pass "
-            "the noise test and are pushed as overfitting",
-        ),
-        _known_failure(
-            "gemma2-lora-seqcls",
-            "the eval loss rises 13 % over 3 evaluations at step 2200 while the train loss "
-            "falls, then sets a new best: pushed as overfitting",
+            "hf-t5small-summary",
+            "the eval loss stays 1-4 % above its best for 8 evaluations while the train loss "
+            "falls 25 %: pushed as overfitting, under the labelling rule's 5 % (the detector's "
+            "2 % keeps the held-out synthetic cases' delay)",
         ),
         _known_failure(
             "pl-gauss-mlp-v10", "a Gaussian NLL flat around 4 with dips below 0: not judged"

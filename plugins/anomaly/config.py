@@ -46,7 +46,7 @@ class AnomalyConfig:
     spike_ratio: Annotated[float, GreaterThan(1)] = 10.0
     # A spike is info; it is critical when the loss has not come back after this many points
     # (train) or evaluations (eval).
-    spike_recover_points: PositiveInt = 5
+    spike_recover_points: PositiveInt = 10
     spike_recover_evals: PositiveInt = 2
 
     divergence_metric: str = "loss"

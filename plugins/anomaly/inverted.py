@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tunewatch.plugins.anomaly.base import Finding, Point
-from tunewatch.plugins.anomaly.rolling import CurveNoise, RollingWindow
+from tunewatch.plugins.anomaly.rolling import CurveNoise, DiffNoise, RollingWindow
 
 CHOSEN, REJECTED = "rewards/chosen", "rewards/rejected"
 # Overfitting: the eval loss's level must be this many standard deviations of one evaluation
@@ -31,6 +31,10 @@ TRAIN_POINTS = 50
 # ...and must have fallen by this much (relative) since the best: a train loss on a plateau
 # drifts below its old median by chance, half the time.
 TRAIN_DROP = 0.05
+# ...and by this many standard errors of the difference of the two medians (per-point noise of
+# the log train loss, `DiffNoise`): with one train point logged per evaluation, 5 % is a coin
+# toss, and a run whose train loss is flat but noisy is not "still fitting the training data".
+TRAIN_SIGMAS = 2.0
 # How many standard errors below zero the mean reward margin must be (a one-sided t-test).
 REWARD_SIGNIFICANCE = 3.0
 
@@ -46,9 +50,10 @@ class _EvalOverfit:
     swings by half from one evaluation to the next says nothing with a 30 % rise, while a
     smooth one rising by 5 % is news. Once said, overfitting lasts until the eval loss beats
     its best. The train loss (the median of its points since the previous
-    evaluation) must be `TRAIN_DROP` below where it was at the best: a run whose train loss
-    rose too is diverging, and one whose train loss stopped falling is on a plateau, not
-    overfitting.
+    evaluation) must be `TRAIN_DROP` below where it was at the best, and by `TRAIN_SIGMAS`
+    standard errors of those two medians: a run whose train loss rose too is diverging, and one
+    whose train loss stopped falling is on a plateau, not overfitting, however far a single
+    noisy train point per evaluation happens to land below the one at the best.
     """
 
     def __init__(self, evals: int, min_rise: float, warmup_evals: int) -> None:
@@ -62,14 +67,20 @@ class _EvalOverfit:
         self.best_step = 0
         self.since_best = 0
         self.train = RollingWindow(TRAIN_POINTS)
+        self.train_noise = DiffNoise()
         self.train_at_best: float | None = None
         self.train_now: float | None = None
+        # How many points each of those two medians was taken over (their standard errors).
+        self.train_count_at_best = 0
+        self.train_count_now = 0
         self.overfitting = False  # said, and the eval loss has not beaten its best since
 
     def update(self, point: Point) -> Finding | None:
         loss = point.finite("loss")
         if loss is not None:
             self.train.push(loss)
+            if loss > 0.0:
+                self.train_noise.push(math.log(loss))
         value = point.finite("eval_loss")
         if value is None:
             return None
@@ -78,11 +89,11 @@ class _EvalOverfit:
         if value > 0.0:
             self.noise.push(math.log(value))
         if len(self.train):
-            self.train_now = self.train.median()
+            self.train_now, self.train_count_now = self.train.median(), len(self.train)
             self.train = RollingWindow(TRAIN_POINTS)
         if self.best is None or value < self.best:
             self.best, self.best_step, self.since_best = value, point.step, 0
-            self.train_at_best = self.train_now
+            self.train_at_best, self.train_count_at_best = self.train_now, self.train_count_now
             self.overfitting = False
             return None
         self.since_best += 1
@@ -127,6 +138,8 @@ class _EvalOverfit:
             return None  # no train loss to compare: cannot tell overfitting from a bad run
         if self.train_now >= self.train_at_best * (1.0 - TRAIN_DROP):
             return None
+        if not self._train_fell_beyond_noise():
+            return None
         # A best of exactly 0 has no relative rise to speak of (and must not divide by zero).
         rise = f"{level / self.best - 1:.0%}" if self.best > 0 else f"{level - self.best:.4g}"
         return self._finding(
@@ -137,6 +150,18 @@ class _EvalOverfit:
             f"{self.since_best} evaluations ago, while the train loss fell from "
             f"{self.train_at_best:.4g} to {self.train_now:.4g} (overfitting?)",
         )
+
+    def _train_fell_beyond_noise(self) -> bool:
+        """Whether the train loss's fall since the best is more than its medians' luck: each
+        median of n noisy points strays by 1.25 sigma / sqrt(n) (log scale)."""
+        assert self.train_now is not None and self.train_at_best is not None
+        if self.train_now <= 0.0 or self.train_at_best <= 0.0:
+            return True  # no log scale: the relative drop above is all there is to judge
+        counts = (self.train_count_now, self.train_count_at_best)
+        if min(counts) < 1:
+            return True  # (a state saved before the counts were kept)
+        error = 1.25 * self.train_noise.std() * math.sqrt(sum(1.0 / n for n in counts))
+        return math.log(self.train_at_best / self.train_now) > TRAIN_SIGMAS * error
 
     def state(self) -> dict[str, Any]:
         return {
@@ -149,6 +174,9 @@ class _EvalOverfit:
             "train": self.train.state(),
             "train_at_best": self.train_at_best,
             "train_now": self.train_now,
+            "train_noise": self.train_noise.state(),
+            "train_count_at_best": self.train_count_at_best,
+            "train_count_now": self.train_count_now,
             "overfitting": self.overfitting,
         }
 
@@ -164,6 +192,12 @@ class _EvalOverfit:
         self.train.restore(state["train"])
         self.train_at_best = _optional(state["train_at_best"])
         self.train_now = _optional(state["train_now"])
+        # (States saved before the train loss's noise was kept judge without it until it has
+        # a few points: `_train_fell_beyond_noise` reads counts of 0 as "not known".)
+        if "train_noise" in state:
+            self.train_noise.restore(state["train_noise"])
+        self.train_count_at_best = int(state.get("train_count_at_best", 0))
+        self.train_count_now = int(state.get("train_count_now", 0))
         self.overfitting = bool(state["overfitting"])
 
 

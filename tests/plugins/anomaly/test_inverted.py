@@ -71,6 +71,52 @@ def test_a_flat_eval_loss_jittering_around_its_best_is_not_inverted() -> None:
     assert findings(run_log(falling(500), evals)) == []
 
 
+# A real Lightning run (a Temporal Fusion Transformer, bench/corpus/pl-tft-emotion-v37): one
+# train loss logged per evaluation, flat around 0.9, and an eval loss that sits 2-8 % above a
+# lucky best for ten evaluations. Its train loss is not falling: a single point per
+# evaluation drifting 7 % lower is luck, not the model fitting its training data better.
+TFT_EVALS = [0.9298, 0.9223, 0.9108, 0.9239, 0.9051, 0.8964, 0.8762, 0.9025, 0.9469, 0.9166,
+             0.8615, 0.872, 0.882, 0.8872, 0.9279, 0.929, 0.9287, 0.9233, 0.9247, 0.9304,
+             0.8832]  # fmt: skip
+TFT_TRAIN = [0.9457, 1.0069, 0.8843, 0.9253, 0.8793, 1.0014, 0.8853, 0.8441, 0.9102, 0.8982,
+             0.9245, 0.7713, 0.9107, 0.9584, 0.8533, 1.0431, 0.855, 0.8713, 0.8537, 0.9828,
+             0.8727]  # fmt: skip
+
+
+def one_train_point_per_eval(train: list[float], evals: list[float]) -> list[Point]:
+    points: list[Point] = []
+    for i, (loss, value) in enumerate(zip(train, evals, strict=True)):
+        step = 60 * (i + 1)
+        points += [Point(step, {"loss": loss}, step), Point(step, {"eval_loss": value}, step)]
+    return points
+
+
+def test_a_noisy_train_loss_that_is_not_falling_is_no_overfitting() -> None:
+    assert findings(one_train_point_per_eval(TFT_TRAIN, TFT_EVALS)) == []
+
+
+def test_the_same_eval_curve_with_a_train_loss_falling_beyond_its_noise_is_overfitting() -> None:
+    # The same noise, on a train loss that halves over the run: the model is fitting its
+    # training data while the eval loss stays up, so it is told.
+    train = [x * 0.5 ** (i / 10) for i, x in enumerate(TFT_TRAIN)]
+    found = findings(one_train_point_per_eval(train, TFT_EVALS))
+    # Told where the eval loss first stands 2 noise sigmas above its best (its 17th evaluation).
+    assert found and found[0].step == 60 * 17
+    assert "overfitting" in found[0].detail
+
+
+def test_a_state_saved_before_the_train_noise_was_kept_still_restores() -> None:
+    points = one_train_point_per_eval(TFT_TRAIN, TFT_EVALS)
+    first = detector()
+    findings(points[:20], first)
+    state = json.loads(json.dumps(first.state()))
+    for key in ("train_noise", "train_count_at_best", "train_count_now"):
+        del state["eval"][key]
+    second = detector()
+    second.restore(state)
+    assert findings(points[20:], second) == []
+
+
 def test_without_any_train_loss_nothing_is_concluded() -> None:
     points = [Point(s, {"eval_loss": 1.0 + 0.1 * s}, 0.0) for s in range(10)]
     assert findings(points) == []
