@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -79,7 +80,23 @@ def test_ctrl_c_stops_the_demo_cleanly_at_any_point(tmp_path: Path) -> None:
         time.sleep(0.2)
     children = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        # Say what was still running, and leave nothing behind for the next test to trip on.
+        running = []
+        for child in children:
+            with contextlib.suppress(psutil.Error):  # (gone meanwhile: not running)
+                running.append(f"{child.pid} {' '.join(child.cmdline()[:4])}")
+                child.kill()
+        proc.kill()
+        out, err = proc.communicate()
+        log = keep / "daemon.log"
+        tail = log.read_text(errors="replace")[-3000:] if log.is_file() else "(no daemon.log)"
+        pytest.fail(
+            f"the demo did not stop within 60 s of Ctrl-C; still running: {running}\n"
+            f"stdout: {out[-2000:]}\nstderr: {err[-2000:]}\ndaemon.log: {tail}"
+        )
     assert proc.returncode == 130
     assert "Traceback" not in out + err and "Stopped" in out
     _, alive = psutil.wait_procs(children, timeout=10)

@@ -26,6 +26,8 @@ from tunewatch.daemon.plugin import CommandContext
 from tunewatch.daemon.text import printable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# How long the trainer and the daemon get, together, to stop after SIGTERM before they are killed.
+STOP_WAIT_S = 20.0
 RUN_NAME = "demo-run"
 POLL_S = 0.5
 START_TIMEOUT_S = 60.0
@@ -261,13 +263,19 @@ class Scenario:
         return written.markdown
 
     def stop(self) -> None:
-        """The trainer, then the daemon (SIGTERM: it stops cleanly); idempotent."""
-        for child in (self.trainer, self.daemon):
-            if child is None or child.poll() is not None:
-                continue
+        """The trainer and the daemon (SIGTERM: both stop cleanly); idempotent.
+
+        Both are told at once and share one deadline, so Ctrl-C takes as long as the slower of
+        the two, not their sum; the daemon exits within its own stop grace (15 s) whatever is
+        stuck, and anything still running after `STOP_WAIT_S` is killed.
+        """
+        running = [c for c in (self.trainer, self.daemon) if c is not None and c.poll() is None]
+        for child in running:
             child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_WAIT_S
+        for child in running:
             try:
-                child.wait(30)
+                child.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
