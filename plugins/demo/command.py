@@ -86,6 +86,10 @@ def run(ctx: CommandContext) -> int:
     if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
         console.print(f"{printable(str(args.keep))} is not empty: each demo starts fresh.")
         return EXIT_USAGE
+    # Ctrl-C is how the demo stops. A shell without job control starts a background command
+    # with SIGINT ignored, and Python then never raises KeyboardInterrupt: the demo could not
+    # be stopped by SIGINT at all (`tunewatch run` installs its own handlers for the same reason).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="tunewatch-demo-"))
     scenario = Scenario(
         workdir,
