@@ -97,24 +97,24 @@ def _name(path: str) -> str:
 # -- anomalies ---------------------------------------------------------------------------------
 
 
+# Titles of the anomalies whose title names no metric.
+_ANOMALY_TITLES = {
+    "divergence": "Training diverged",
+    "loss_spike": "Loss spike",
+    "inverted_loss": "Eval loss rising while train loss falls",
+    "accuracy_drop": "Accuracy dropped",
+    "stall": "Training stalled",
+}
+
+
 def anomaly_title(e: AnomalyDetected) -> str:
     run = one_line(e.run)
-    metric = metric_label(e.metric)
-    if e.kind == "divergence":
-        return f"Training diverged: {run}"
     if e.kind == "non_finite":
-        return f"{fmt_value(e.value)} {metric}: {run}"
-    if e.kind == "loss_spike":
-        return f"Loss spike: {run}"
-    if e.kind == "inverted_loss":
-        return f"Eval loss rising while train loss falls: {run}"
+        return f"{fmt_value(e.value)} {metric_label(e.metric)}: {run}"
     if e.kind == "zscore":
-        return f"Unusual {metric}: {run}"
-    if e.kind == "accuracy_drop":
-        return f"Accuracy dropped: {run}"
-    if e.kind == "stall":
-        return f"Training stalled: {run}"
-    return f"{kind_label(e.kind).capitalize()}: {run}"
+        return f"Unusual {metric_label(e.metric)}: {run}"
+    what = _ANOMALY_TITLES.get(e.kind) or kind_label(e.kind).capitalize()
+    return f"{what}: {run}"
 
 
 def anomaly_body(e: AnomalyDetected) -> str:

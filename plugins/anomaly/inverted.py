@@ -17,7 +17,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from tunewatch.plugins.anomaly.base import Finding, Point
-from tunewatch.plugins.anomaly.rolling import CurveNoise, DiffNoise, RollingWindow
+from tunewatch.plugins.anomaly.rolling import (
+    CurveNoise,
+    DiffNoise,
+    RollingWindow,
+    median_difference_error,
+)
 
 CHOSEN, REJECTED = "rewards/chosen", "rewards/rejected"
 # Overfitting: the eval loss's level must be this many standard deviations of one evaluation
@@ -152,15 +157,15 @@ class _EvalOverfit:
         )
 
     def _train_fell_beyond_noise(self) -> bool:
-        """Whether the train loss's fall since the best is more than its medians' luck: each
-        median of n noisy points strays by 1.25 sigma / sqrt(n) (log scale)."""
+        """Whether the train loss's fall since the best is more than its medians' luck (log
+        scale)."""
         assert self.train_now is not None and self.train_at_best is not None
         if self.train_now <= 0.0 or self.train_at_best <= 0.0:
             return True  # no log scale: the relative drop above is all there is to judge
         counts = (self.train_count_now, self.train_count_at_best)
         if min(counts) < 1:
             return True  # (a state saved before the counts were kept)
-        error = 1.25 * self.train_noise.std() * math.sqrt(sum(1.0 / n for n in counts))
+        error = median_difference_error(self.train_noise.std(), *counts)
         return math.log(self.train_at_best / self.train_now) > TRAIN_SIGMAS * error
 
     def state(self) -> dict[str, Any]:

@@ -29,7 +29,13 @@ from typing import Any
 
 from tunewatch.daemon.events import Severity
 from tunewatch.plugins.anomaly.base import Finding, Point, nan_stand_in
-from tunewatch.plugins.anomaly.rolling import DiffNoise, LossScale, RollingWindow, exp_or_inf
+from tunewatch.plugins.anomaly.rolling import (
+    DiffNoise,
+    LossScale,
+    RollingWindow,
+    exp_or_inf,
+    median_difference_error,
+)
 
 # Standard errors above `min_improvement` a track's improvement must be before the run counts
 # as learning for good: a flat loss that dipped by luck must still be told it does not learn.
@@ -91,9 +97,8 @@ class _Track:
         return 1.0 - exp_or_inf(self.recent.median() - self.start)
 
     def standard_error(self) -> float:
-        """Of `improvement()`: two medians of `start_points` noisy values, each with 1.25
-        times the standard error of their mean."""
-        return 1.25 * self.noise.std() * math.sqrt(2.0 / self.start_points)
+        """Of `improvement()`: the difference of two medians of `start_points` values."""
+        return median_difference_error(self.noise.std(), self.start_points, self.start_points)
 
     def levels(self) -> tuple[float, float]:
         """(start, now), as loss values."""

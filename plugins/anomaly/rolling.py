@@ -130,6 +130,17 @@ class DiffNoise:
         self._last = None if last is None else float(last)
 
 
+# A median of n noisy values strays by about this many times sigma / sqrt(n) (for normal noise
+# it is sqrt(pi / 2) = 1.25 times the standard error of their mean).
+MEDIAN_ERROR_FACTOR = 1.25
+
+
+def median_difference_error(sigma: float, *counts: int) -> float:
+    """Standard error of the difference of medians of `counts` values each, per-value noise
+    `sigma`: how far apart two levels may sit by luck alone."""
+    return MEDIAN_ERROR_FACTOR * sigma * math.sqrt(sum(1.0 / n for n in counts))
+
+
 # Second differences below this many: their MAD is too unreliable (see `CurveNoise.std`).
 ROBUST_SECOND_DIFFS = 8
 
