@@ -42,7 +42,9 @@ def test_overfitting_is_reported_once_eval_stayed_above_its_best_for_k_evaluatio
     evals = {20: 4.373, 40: 3.816, 60: 3.352, 80: 3.089, 100: 3.0, 120: 3.027, 140: 3.123,
              160: 3.089, 180: 3.211, 200: 3.34}  # fmt: skip
     found = findings(run_log(falling(200), evals))
-    assert [f.step for f in found] == [160, 180, 200]
+    # At 160 the last 3 are above the best, but the newest only 3 % (under LATEST_RISE): told
+    # at 180 (+7 %), one evaluation after the median rule alone would (the rule's measured cost).
+    assert [f.step for f in found] == [180, 200]
     first = found[0]
     assert (first.kind, first.metric, first.severity) == ("inverted_loss", "eval_loss", "normal")
     assert first.expected == 3.0
@@ -102,6 +104,29 @@ def test_the_same_eval_curve_with_a_train_loss_falling_beyond_its_noise_is_overf
     found = findings(one_train_point_per_eval(train, TFT_EVALS))
     # Told where the eval loss first stands 2 noise sigmas above its best (its 17th evaluation).
     assert found and found[0].step == 60 * 17
+    assert "overfitting" in found[0].detail
+
+
+# A real T5-small summarisation fine-tune (bench/corpus/hf-t5small-summary): after its best
+# (1.3816 at step 12000) the eval loss stays 1-4.5 % above it for 8 evaluations while the train
+# loss falls 25 %. Smooth enough that 4 % is beyond its noise, but no evaluation reaches the
+# labelling rule's 5 %: it keeps coming back near its best, which is no overfitting to act on.
+T5_EVALS = [1.7070, 1.5386, 1.5060, 1.4529, 1.4673, 1.4528, 1.4407, 1.4143, 1.4382, 1.4336,
+            1.4080, 1.3816, 1.4166, 1.4232, 1.3952, 1.4019, 1.4442, 1.4389, 1.4365,
+            1.4205]  # fmt: skip
+T5_TRAIN = [0.9381, 1.7934, 1.7029, 1.6704, 1.4297, 1.4140, 1.4006, 1.4068, 1.2695, 1.1920,
+            1.2321, 1.2294, 1.1421, 1.0485, 1.0738, 1.0751, 1.0430, 0.9222, 0.9375,
+            0.9460]  # fmt: skip
+
+
+def test_an_eval_loss_staying_within_5_percent_of_its_best_is_no_overfitting() -> None:
+    assert findings(one_train_point_per_eval(T5_TRAIN, T5_EVALS)) == []
+
+
+def test_the_same_run_told_once_an_evaluation_stands_5_percent_above_the_best() -> None:
+    evals = [*T5_EVALS[:-1], 1.3816 * 1.06]
+    found = findings(one_train_point_per_eval(T5_TRAIN, evals))
+    assert [f.step for f in found] == [60 * 20]
     assert "overfitting" in found[0].detail
 
 
