@@ -43,6 +43,7 @@ CLEAN = (
     "pl-forecast-v10",
     "pl-tft-emotion-v37",
     "hf-t5small-summary",
+    "pl-dreams-finetune",
 )
 
 
@@ -74,6 +75,8 @@ def _known_failure(log_id: str, reason: str) -> object:
         # per evaluation that is not falling: no push
         "hf-t5small-summary",  # an eval loss 1-4.5 % above its best for 8 evaluations while the
         # train loss falls 25 %: no evaluation 5 % above it, no push
+        "pl-dreams-finetune",  # a clean classifier fine-tune, 3,639 per-batch losses swinging
+        # 0.04-0.6 (a return to 0.23 after ten easy batches at 0.06 is no spike): no push
     ],
 )
 def test_labelled_episodes_are_pushed_once_and_nothing_else(log_id: str) -> None:
@@ -115,6 +118,11 @@ def test_labelled_episodes_are_pushed_once_and_nothing_else(log_id: str) -> None
             "pl-gauss-mlp-v34",
             "not learning by the labelling rule (first-5 median 8.6, last-5 9.6), but the "
             "warm-up's median (12.2, early losses up to 115) makes the later 8.6 an improvement",
+        ),
+        _known_failure(
+            "pl-gauss-mlp-v36",
+            "not learning by the labelling rule (first-5 median 9.2, last-5 10.3), but the "
+            "warm-up's median (12.0, early losses up to 31.7) makes the later 9.5 an improvement",
         ),
         _known_failure(
             "pl-vqvae-weld-v24",
