@@ -853,9 +853,15 @@ def load_corpus(root: Path = CORPUS, only: Sequence[str] = ()) -> list[CorpusLog
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         if only and folder.name not in only:
             continue
-        (path,) = [f for f in folder.iterdir() if f.name in READERS]
+        found = [f for f in folder.iterdir() if f.name in READERS]
+        if len(found) != 1:
+            raise ValueError(f"{folder} must hold exactly one of {', '.join(READERS)}")
+        if folder.name not in labels:
+            # Labels come before any replay (LABELLING.md): an unlabelled log is not "clean".
+            raise ValueError(f"{folder.name} has no entry in labels.json: label it first")
+        (path,) = found
         points, timing = READERS[path.name](folder.name, path)
-        episodes = [Episode(**e) for e in labels.get(folder.name, [])]
+        episodes = [Episode(**e) for e in labels[folder.name]]
         kind = training.get(folder.name, "?")
         logs.append(CorpusLog(folder.name, path.name, kind, points, episodes, timing))
     return logs
