@@ -79,6 +79,7 @@ def _known_failure(log_id: str, reason: str) -> object:
         # the second epoch's loss drops 0.5 -> 0.07 and drifts within its new noise: no divergence
         "hf-whisper-pt",  # overfitting from the first evaluation, as whisper-hi
         "hf-roberta-hate",  # a RoBERTa classifier overfitting after its 2nd epoch (+35 % at 5)
+        "hf-piv2-mistral",  # a Mistral fine-tune flat at 0.42 for 3,400 steps: not learning, once
         "pl-dreams-finetune",  # a clean classifier fine-tune, 3,639 per-batch losses swinging
         # 0.04-0.6 (a return to 0.23 after ten easy batches at 0.06 is no spike): no push
     ],
