@@ -32,13 +32,13 @@ from tunewatch.plugins.anomaly.rolling import DiffNoise, Ewma, LossScale, Rollin
 # Points of an additive-scale loss that make its reference level: a drift slower than this is
 # the objective's own.
 REFERENCE_POINTS = 200
-# Successive differences that measure the noise of the loss's current stretch. The long window
-# (`DiffNoise`'s 200) is stable but slow: when the loss drops to a new level (a second epoch on
-# memorised data, 0.5 -> 0.07 in a real DPO run), its relative noise can grow severalfold while
-# the long window still holds mostly the old level. The recent estimate is the noise when it is
-# this many times the long one: the MAD of 50 differences strays by about 16 % (it is a 37 %
-# efficient estimator), so 1.5 is a new regime, not its wobble (which would only slow every
-# alert down).
+# The latest successive differences (of the long window's) that measure the noise of the loss's
+# current stretch. The long window (`DiffNoise`'s 200) is stable but slow: when the loss drops to
+# a new level (a second epoch on memorised data, 0.5 -> 0.07 in a real DPO run), its relative
+# noise can grow severalfold while the long window still holds mostly the old level. The recent
+# estimate is the noise when it is this many times the long one: the MAD of 50 differences
+# strays by about 16 % (it is a 37 % efficient estimator), so 1.5 is a new regime, not its
+# wobble (which would only slow every alert down).
 RECENT_NOISE_POINTS = 50
 NEW_REGIME_FACTOR = 1.5
 
@@ -63,7 +63,6 @@ class DivergenceDetector:
         self.warmup_points = warmup_points
         self._ewma = Ewma(alpha)
         self._noise = DiffNoise()
-        self._recent_noise = DiffNoise(RECENT_NOISE_POINTS)
         self._scale = LossScale()
         self._recent = RollingWindow(REFERENCE_POINTS)  # smoothed values, on an additive scale
         self._best: float | None = None  # lowest smoothed log-loss since the warm-up
@@ -80,7 +79,6 @@ class DivergenceDetector:
             return self._update_additive(value, point.step)
         log_value = math.log(value)
         self._noise.push(log_value)
-        self._recent_noise.push(log_value)
         smoothed = self._ewma.push(log_value)
         # The warm-up is excluded from the best: early points (LR warm-up) are not a level to
         # hold the run to.
@@ -108,7 +106,6 @@ class DivergenceDetector:
         baseline for it, and it warms up afresh."""
         self._ewma = Ewma(self._ewma.alpha)
         self._noise = DiffNoise()
-        self._recent_noise = DiffNoise(RECENT_NOISE_POINTS)
         self._best, self._streak = None, 0
 
     def _update_additive(self, value: float, step: int) -> list[Finding]:
@@ -135,7 +132,7 @@ class DivergenceDetector:
         """Standard deviation of the EWMA of the log-loss, from the batch noise (the current
         stretch's when it is clearly larger than the long run's)."""
         alpha = self._ewma.alpha
-        noise, recent = self._noise.std(), self._recent_noise.std()
+        noise, recent = self._noise.std(), self._noise.std(last=RECENT_NOISE_POINTS)
         if recent > NEW_REGIME_FACTOR * noise:
             noise = recent
         return noise * math.sqrt(alpha / (2.0 - alpha))
@@ -164,7 +161,6 @@ class DivergenceDetector:
         return {
             "ewma": self._ewma.state(),
             "noise": self._noise.state(),
-            "recent_noise": self._recent_noise.state(),
             "scale": self._scale.state(),
             "recent": self._recent.state(),
             "best": self._best,
@@ -175,8 +171,6 @@ class DivergenceDetector:
     def restore(self, state: Mapping[str, Any]) -> None:
         self._ewma.restore(state["ewma"])
         self._noise.restore(state["noise"])
-        if "recent_noise" in state:  # (saved before it was kept: it fills again in 50 points)
-            self._recent_noise.restore(state["recent_noise"])
         if "scale" in state:  # saved before scales: judged on the log scale, as then
             self._scale.restore(state["scale"])
             self._recent.restore(state["recent"])

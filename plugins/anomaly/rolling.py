@@ -37,10 +37,11 @@ class RollingWindow:
     def median(self) -> float:
         return statistics.median(self._values)
 
-    def mad(self) -> float:
-        """Median absolute deviation from the median."""
-        centre = self.median()
-        return statistics.median(abs(v - centre) for v in self._values)
+    def mad(self, last: int | None = None) -> float:
+        """Median absolute deviation from the median (of the `last` values only, when given)."""
+        values = self._values if last is None else list(self._values)[-last:]
+        centre = statistics.median(values)
+        return statistics.median(abs(v - centre) for v in values)
 
     def mean(self) -> float:
         return mean_std(self._values)[0]
@@ -115,11 +116,12 @@ class DiffNoise:
             self._diffs.push(value - self._last)
         self._last = value
 
-    def std(self) -> float:
-        """The noise estimate; 0.0 until there are a few differences."""
-        if len(self._diffs) < 3:
+    def std(self, last: int | None = None) -> float:
+        """The noise estimate (from the `last` differences only, when given: the current
+        stretch's); 0.0 until there are a few differences."""
+        if min(len(self._diffs), last or len(self._diffs)) < 3:
             return 0.0
-        return self._diffs.mad() / MAD_TO_Z / math.sqrt(2.0)
+        return self._diffs.mad(last) / MAD_TO_Z / math.sqrt(2.0)
 
     def state(self) -> dict[str, Any]:
         return {"diffs": self._diffs.state(), "last": self._last}
