@@ -12,6 +12,10 @@ margins:
 It is a level condition: reported on every point while it holds, silent once the smoothed loss
 comes back; the gate turns that into one alert and one recovery.
 
+A second reading, `MedianRise`, catches what the EWMA cannot: a short, very noisy run whose
+rolling median doubles (inside the EWMA's warm-up, or with a noise estimate as large as the
+rise). Either reading makes the condition hold; it is one divergence, told once.
+
 A loss judged on an additive scale (`LossScale`: an RL objective around zero, a loss at its
 rounding floor) is smoothed as it is, and has no level for a relative rise: the whole margin is
 `sigmas` times its noise (the raw noise, at least the rounding floor). Its reference is the
@@ -27,6 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tunewatch.plugins.anomaly.base import Finding, Point, nan_stand_in
+from tunewatch.plugins.anomaly.median_rise import MedianRise
 from tunewatch.plugins.anomaly.rolling import DiffNoise, Ewma, LossScale, RollingWindow, exp_or_inf
 
 # Points of an additive-scale loss that make its reference level: a drift slower than this is
@@ -65,6 +70,7 @@ class DivergenceDetector:
         self._noise = DiffNoise()
         self._scale = LossScale()
         self._recent = RollingWindow(REFERENCE_POINTS)  # smoothed values, on an additive scale
+        self._median = MedianRise()
         self._best: float | None = None  # lowest smoothed log-loss since the warm-up
         self._best_step = 0
         self._streak = 0
@@ -77,6 +83,13 @@ class DivergenceDetector:
             self._restart()
         if self._scale.additive:
             return self._update_additive(value, point.step)
+        median_level = self._median.push(value, point.step)
+        found = self._update_log(value, point.step)
+        if not found and median_level is not None:
+            found = [self._median_finding(median_level, point.step)]
+        return found
+
+    def _update_log(self, value: float, step: int) -> list[Finding]:
         log_value = math.log(value)
         self._noise.push(log_value)
         smoothed = self._ewma.push(log_value)
@@ -86,7 +99,7 @@ class DivergenceDetector:
             return []
         if self._best is None or smoothed < self._best:
             self._best = smoothed
-            self._best_step = point.step
+            self._best_step = step
         rise = smoothed - self._best
         # The point itself must be up too: after a one-point spike the EWMA stays high for a
         # few points while the loss is already back, and that is not a sustained rise.
@@ -99,13 +112,14 @@ class DivergenceDetector:
         self._streak = self._streak + 1 if above else 0
         if self._streak < self.points:
             return []
-        return [self._log_finding(smoothed, self._best, point.step)]
+        return [self._log_finding(smoothed, self._best, step)]
 
     def _restart(self) -> None:
         """A new scale: what was smoothed, measured and held as best on the log scale is no
         baseline for it, and it warms up afresh."""
         self._ewma = Ewma(self._ewma.alpha)
         self._noise = DiffNoise()
+        self._median = MedianRise()
         self._best, self._streak = None, 0
 
     def _update_additive(self, value: float, step: int) -> list[Finding]:
@@ -145,6 +159,16 @@ class DivergenceDetector:
         )
         return self._finding(now, before, detail, step)
 
+    def _median_finding(self, level: float, step: int) -> Finding:
+        median = self._median
+        assert median.best is not None
+        detail = (
+            f"median of the last {median.window} {self.metric} values {level:.4g} is "
+            f"{level / median.best:.1f} times its lowest {median.best:.4g} "
+            f"(step {median.best_step:,})"
+        )
+        return self._finding(level, median.best, detail, step)
+
     def _additive_finding(self, smoothed: float, reference: float, step: int) -> Finding:
         times = (smoothed - reference) / self._spread()
         detail = (
@@ -163,6 +187,7 @@ class DivergenceDetector:
             "noise": self._noise.state(),
             "scale": self._scale.state(),
             "recent": self._recent.state(),
+            "median": self._median.state(),
             "best": self._best,
             "best_step": self._best_step,
             "streak": self._streak,
@@ -174,6 +199,8 @@ class DivergenceDetector:
         if "scale" in state:  # saved before scales: judged on the log scale, as then
             self._scale.restore(state["scale"])
             self._recent.restore(state["recent"])
+        if "median" in state:  # saved before the median reading: it starts afresh
+            self._median.restore(state["median"])
         self._best = _optional(state["best"])
         self._best_step = int(state.get("best_step", 0))
         self._streak = int(state["streak"])

@@ -105,9 +105,23 @@ def test_the_finding_names_the_best_level_and_the_rise() -> None:
 
 
 def test_the_warm_up_neither_judges_nor_sets_the_best() -> None:
-    # An LR warm-up that starts below the later level: no alert when the loss then "rises".
-    values = [0.5] * 10 + curve(200, seed=3)
+    # An LR warm-up that starts below the later level: no alert when the loss then "rises"
+    # 1.5 times, which the EWMA reading would call a divergence without its warm-up.
+    values = [1.5] * 10 + curve(200, seed=3)
     assert steps(values) == []
+    no_warm_up = DivergenceDetector(
+        "loss", alpha=0.3, min_rise=0.3, sigmas=10.0, points=3, warmup_points=1
+    )
+    assert steps(values, no_warm_up)
+
+
+def test_a_loss_several_times_its_first_level_for_the_rest_of_the_run_diverges() -> None:
+    # Beyond the warm-up's reach: ten losses at 0.5, then 2.3 falling to 0.8. The median
+    # reading holds it to its first level (LABELLING.md rule 2: 4.6 times it, and still 1.6
+    # times it at the end): a person is told.
+    values = [0.5] * 10 + curve(200, seed=3)
+    reported = steps(values)
+    assert reported and reported[0] <= 20
 
 
 def test_a_zero_loss_logged_after_a_nan_is_ignored() -> None:
