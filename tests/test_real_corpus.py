@@ -127,6 +127,12 @@ def test_labelled_episodes_are_pushed_once_and_nothing_else(log_id: str) -> None
             "warm-up's median (12.0, early losses up to 31.7) makes the later 9.5 an improvement",
         ),
         _known_failure(
+            "hf-flant5-full-ft",
+            "a burst of spikes in the fast early fall (1.27, 0.67, 1.67, 0.94 at steps 173-176 "
+            "against a best of 0.51, back at 0.53 at 177): three points above the margin make a "
+            "divergence; waiting for 5 would tell every divergence 2 points later",
+        ),
+        _known_failure(
             "pl-vqvae-weld-v24",
             "the eval loss rises for 3 evaluations after its first (4.75 -> 6.11) before it "
             "ever improves, then sets a new best: pushed as overfitting (whisper-hi, labelled "
