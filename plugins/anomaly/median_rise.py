@@ -27,12 +27,11 @@ judged on a log scale: an RL objective around zero has no ratio to speak of.
 from __future__ import annotations
 
 import bisect
-import statistics
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from tunewatch.plugins.anomaly.rolling import MAD_TO_Z
+from tunewatch.plugins.anomaly.rolling import MAD_TO_Z, median_absolute_deviation
 
 MIN_WINDOW = 10
 WINDOW_FRACTION = 10
@@ -116,9 +115,7 @@ class MedianRise:
     def _spread(self) -> float:
         """Robust standard deviation (1.4826 MAD) of the losses that made the lowest level."""
         if self._best_spread is None:
-            centre = statistics.median(self._best_losses)
-            mad = statistics.median(abs(v - centre) for v in self._best_losses)
-            self._best_spread = mad / MAD_TO_Z
+            self._best_spread = median_absolute_deviation(self._best_losses) / MAD_TO_Z
         return self._best_spread
 
     def state(self) -> dict[str, Any]:

@@ -39,9 +39,9 @@ class RollingWindow:
 
     def mad(self, last: int | None = None) -> float:
         """Median absolute deviation from the median (of the `last` values only, when given)."""
-        values = self._values if last is None else list(self._values)[-last:]
-        centre = statistics.median(values)
-        return statistics.median(abs(v - centre) for v in values)
+        return median_absolute_deviation(
+            self._values if last is None else list(self._values)[-last:]
+        )
 
     def mean(self) -> float:
         return mean_std(self._values)[0]
@@ -62,6 +62,12 @@ class RollingWindow:
     def restore(self, state: Mapping[str, Any]) -> None:
         # A window restored under a smaller configured size keeps only its newest values.
         self._values = deque((float(v) for v in state["values"]), maxlen=self.size)
+
+
+def median_absolute_deviation(values: Sequence[float]) -> float:
+    """The median of the values' distances from their median (MAD)."""
+    centre = statistics.median(values)
+    return statistics.median(abs(v - centre) for v in values)
 
 
 class Ewma:
