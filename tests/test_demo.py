@@ -55,7 +55,13 @@ def test_the_demo_shows_every_feature_and_leaves_its_artefacts(tmp_path: Path) -
     # Best models snapshotted, each new one compared with the previous, with a report.
     snapshots = recorded_events(keep / "config.toml", "--kind", "snapshot")
     comparisons = recorded_events(keep / "config.toml", "--kind", "comparison")
-    assert len(snapshots) >= 2 and len(comparisons) == len(snapshots) - 1
+    # (When this fails, the daemon's own account of its comparisons says why.)
+    compare_log = [
+        line
+        for line in (keep / "daemon.log").read_text(errors="replace").splitlines()
+        if "compar" in line or "snapshot" in line
+    ]
+    assert len(snapshots) >= 2 and len(comparisons) == len(snapshots) - 1, compare_log[-40:]
     assert all(Path(str(c["data"]["report_path"])).is_file() for c in comparisons)
     # The flawed data file was validated from the inbox and failed.
     (validation,) = recorded_events(keep / "config.toml", "--kind", "validation")
