@@ -32,7 +32,14 @@ from typing import Any
 
 from tunewatch.plugins.anomaly.base import Finding, Point, nan_stand_in
 from tunewatch.plugins.anomaly.median_rise import MedianRise
-from tunewatch.plugins.anomaly.rolling import DiffNoise, Ewma, LossScale, RollingWindow, exp_or_inf
+from tunewatch.plugins.anomaly.rolling import (
+    DiffNoise,
+    Ewma,
+    LossScale,
+    RollingWindow,
+    exp_or_inf,
+    optional_float,
+)
 
 # Points of an additive-scale loss that make its reference level: a drift slower than this is
 # the objective's own.
@@ -237,10 +244,6 @@ class DivergenceDetector:
             self._recent.restore(state["recent"])
         if "median" in state:  # saved before the median reading: it starts afresh
             self._median.restore(state["median"])
-        self._best = _optional(state["best"])
+        self._best = optional_float(state["best"])
         self._best_step = int(state.get("best_step", 0))
         self._streak = int(state["streak"])
-
-
-def _optional(value: Any) -> float | None:
-    return None if value is None else float(value)

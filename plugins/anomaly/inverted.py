@@ -22,6 +22,7 @@ from tunewatch.plugins.anomaly.rolling import (
     DiffNoise,
     RollingWindow,
     median_difference_error,
+    optional_float,
 )
 
 CHOSEN, REJECTED = "rewards/chosen", "rewards/rejected"
@@ -201,12 +202,12 @@ class _EvalOverfit:
         self.seen = int(state["seen"])
         self.recent.restore(state["recent"])
         self.noise.restore(state["noise"])
-        self.best = _optional(state["best"])
+        self.best = optional_float(state["best"])
         self.best_step = int(state["best_step"])
         self.since_best = int(state["since_best"])
         self.train.restore(state["train"])
-        self.train_at_best = _optional(state["train_at_best"])
-        self.train_now = _optional(state["train_now"])
+        self.train_at_best = optional_float(state["train_at_best"])
+        self.train_now = optional_float(state["train_now"])
         # (States saved before the train loss's noise was kept judge without it until it has
         # a few points: `_train_fell_beyond_noise` reads counts of 0 as "not known".)
         if "train_noise" in state:
@@ -285,7 +286,3 @@ class InvertedLossDetector:
     def restore(self, state: Mapping[str, Any]) -> None:
         self._eval.restore(state["eval"])
         self._rewards.restore(state["rewards"])
-
-
-def _optional(value: Any) -> float | None:
-    return None if value is None else float(value)

@@ -26,12 +26,15 @@ judged on a log scale: an RL objective around zero has no ratio to speak of.
 
 from __future__ import annotations
 
-import bisect
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from tunewatch.plugins.anomaly.rolling import MAD_TO_Z, median_absolute_deviation
+from tunewatch.plugins.anomaly.rolling import (
+    MAD_TO_Z,
+    RollingWindow,
+    median_absolute_deviation,
+    optional_float,
+)
 
 MIN_WINDOW = 10
 WINDOW_FRACTION = 10
@@ -56,8 +59,7 @@ class MedianRise:
     """Whether the loss's rolling median has risen for good above its lowest level."""
 
     def __init__(self) -> None:
-        self._values: deque[float] = deque()  # the last `window` losses, in order
-        self._sorted: list[float] = []  # the same, sorted: the median in O(1)
+        self._losses = RollingWindow(MAX_WINDOW)  # the latest losses, in order
         self.count = 0
         self.start: float | None = None  # the first level
         self.best: float | None = None  # the lowest level so far
@@ -76,18 +78,15 @@ class MedianRise:
         if self.count >= JUDGED_POINTS and not self.rising:
             return None  # past the points where a rise is looked for: nothing left to do
         self.count += 1
-        self._values.append(value)
-        bisect.insort(self._sorted, value)
-        while len(self._values) > self.window:
-            del self._sorted[bisect.bisect_left(self._sorted, self._values.popleft())]
+        self._losses.push(value)
         if self.count < FIRST_POINT:
             return None
-        level = self._median()
+        level = self._losses.median(last=self.window)
         if self.start is None:
             self.start = level
         if self.best is None or level < self.best:
             self.best, self.best_step = level, step
-            self._best_losses, self._best_spread = list(self._sorted), None
+            self._best_losses, self._best_spread = self._losses.values()[-self.window :], None
         if self.rising:
             self.rising = level >= STAY_RATIO * self.best
         else:
@@ -96,13 +95,6 @@ class MedianRise:
         if not self.rising:
             return None
         return level
-
-    def _median(self) -> float:
-        n = len(self._sorted)
-        middle = n // 2
-        if n % 2:
-            return self._sorted[middle]
-        return (self._sorted[middle - 1] + self._sorted[middle]) / 2.0
 
     def _risen(self, level: float) -> bool:
         assert self.best is not None and self.start is not None
@@ -120,7 +112,7 @@ class MedianRise:
 
     def state(self) -> dict[str, Any]:
         return {
-            "values": list(self._values),
+            "values": self._losses.values(),
             "count": self.count,
             "start": self.start,
             "best": self.best,
@@ -131,17 +123,12 @@ class MedianRise:
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
-        self._values = deque(float(v) for v in state["values"])
-        self._sorted = sorted(self._values)
+        self._losses.restore(state)
         self.count = int(state["count"])
-        self.start = _optional(state["start"])
-        self.best = _optional(state["best"])
+        self.start = optional_float(state["start"])
+        self.best = optional_float(state["best"])
         self.best_step = int(state["best_step"])
         self._best_losses = [float(v) for v in state["best_losses"]]
         self._best_spread = None
         self.streak = int(state["streak"])
         self.rising = bool(state["rising"])
-
-
-def _optional(value: Any) -> float | None:
-    return None if value is None else float(value)

@@ -34,14 +34,13 @@ class RollingWindow:
     def values(self) -> list[float]:
         return list(self._values)
 
-    def median(self) -> float:
-        return statistics.median(self._values)
+    def median(self, last: int | None = None) -> float:
+        """The median (of the `last` values only, when given)."""
+        return statistics.median(self._values if last is None else self.values()[-last:])
 
     def mad(self, last: int | None = None) -> float:
         """Median absolute deviation from the median (of the `last` values only, when given)."""
-        return median_absolute_deviation(
-            self._values if last is None else list(self._values)[-last:]
-        )
+        return median_absolute_deviation(self._values if last is None else self.values()[-last:])
 
     def mean(self) -> float:
         return mean_std(self._values)[0]
@@ -68,6 +67,11 @@ def median_absolute_deviation(values: Sequence[float]) -> float:
     """The median of the values' distances from their median (MAD)."""
     centre = statistics.median(values)
     return statistics.median(abs(v - centre) for v in values)
+
+
+def optional_float(value: Any) -> float | None:
+    """A saved number that may be absent (None)."""
+    return None if value is None else float(value)
 
 
 class Ewma:
