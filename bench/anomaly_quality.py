@@ -426,9 +426,14 @@ class Tunewatch(System):
         run = RunDetectors(self.config)
         out: list[Alerted] = []
         for i, point in enumerate(points):
-            for alert in run.update(point).alerts:
-                out.append(Alerted(i, alert.finding.kind, alert.finding.metric, pushed(alert)))
+            out.extend(_alerted(i, run.update(point).alerts))
+        if points:
+            out.extend(_alerted(len(points) - 1, run.end(points[-1].step, points[-1].time)))
         return out
+
+
+def _alerted(index: int, alerts: Iterable[Alert]) -> list[Alerted]:
+    return [Alerted(index, a.finding.kind, a.finding.metric, pushed(a)) for a in alerts]
 
 
 class _Gated(System):
@@ -453,8 +458,7 @@ class _Gated(System):
         )
         out: list[Alerted] = []
         for i, point in enumerate(points):
-            for alert in gate.update(point, self.findings(point))[0]:
-                out.append(Alerted(i, alert.finding.kind, alert.finding.metric, pushed(alert)))
+            out.extend(_alerted(i, gate.update(point, self.findings(point))[0]))
         return out
 
 
@@ -874,12 +878,17 @@ def replay_corpus_log(log: CorpusLog, config: AnomalyConfig) -> list[Alerted]:
     """Feed one log to a run's detectors live, as the anomaly plugin does (one source)."""
     run, timeline = RunDetectors(config), StepTimeline()
     out: list[Alerted] = []
+    last: tuple[int, Point] | None = None
     for i, point in enumerate(log.points):
         fresh = timeline.fresh(log.format, point)
         if fresh is None:
             continue
-        for alert in run.update(fresh).alerts:
-            out.append(Alerted(i, alert.finding.kind, alert.finding.metric, pushed(alert)))
+        out.extend(_alerted(i, run.update(fresh).alerts))
+        last = (i, fresh)
+    if last is not None:
+        # The log ends here: the run finished, or went silent (the plugin judges its end then).
+        index, point = last
+        out.extend(_alerted(index, run.end(point.step, point.time)))
     return out
 
 

@@ -132,3 +132,65 @@ def test_finished_inactive_and_stalled_runs_are_told_apart(
     assert body.endswith(tuple(p.name for p in (hf / "snapshots").iterdir()))  # where it is
     assert any(r.summary == "Training stalled: hangs" and r.urgency == "CRITICAL" for r in received)
     assert not any("quiet-since-yesterday" in r.summary for r in received)
+
+
+# pl-vqvae-weld-v37's evaluations (bench/corpus, BSD-3-Clause), one every 182 steps: swinging by
+# 30-70 % early on, a best of 3.06 at the 15th, then 3.34, 3.08, 3.98, 3.89, 3.92 to the end.
+OVERFIT_EVALS = [11.27, 8.43, 9.04, 6.72, 5.30, 7.07, 5.47, 9.22, 6.47, 5.81, 4.83, 4.25, 4.63,
+                 4.79, 3.06, 3.34, 3.08, 3.98, 3.89, 3.92]  # fmt: skip
+
+
+def overfit_at_the_end_history(every: int = 50) -> list[dict[str, Any]]:
+    """A Trainer's log_history: a train loss falling 5 % per evaluation (noisy), evaluations
+    as above, then the end-of-training summary."""
+    history: list[dict[str, Any]] = []
+    max_steps = every * len(OVERFIT_EVALS)
+    for i, value in enumerate(OVERFIT_EVALS):
+        for k in range(1, 5):
+            step = i * every + k * every // 4
+            train = 2.0 * 0.95**i * (1.0 + 0.05 * (k % 2))
+            history.append({"epoch": step / every, "loss": train, "step": step})
+        step = (i + 1) * every
+        history.append({"epoch": i + 1.0, "eval_loss": value, "step": step})
+    history.append({"epoch": 20.0, "step": max_steps, "train_loss": 1.2, "train_runtime": 60.0})
+    return history
+
+
+@pytest.mark.slow
+def test_a_run_that_ends_overfit_is_told_with_its_best_model(
+    tmp_path: Path, notification_server: NotificationServer
+) -> None:
+    """An eval loss 28 % above its best for its last 3 evaluations, within its noise while the
+    run goes on: when the run finishes, the person is told where its best model is."""
+    runs = tmp_path / "runs"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f"[daemon]\nruns = [{json.dumps(str(runs / '*'))}]\n"
+        f"[anomaly]\nstall_minutes = {STALL_MINUTES}\n"
+    )
+    run = runs / "vqvae-overfits"
+    history = overfit_at_the_end_history()
+    with DaemonProcess(tmp_path) as daemon:
+        daemon.start(config=config, notifications=True)
+        hf_checkpoint(run, 500, [e for e in history if e["step"] <= 500], 1000)
+        time.sleep(1.0)
+        hf_checkpoint(run, 1000, history, 1000)
+        daemon.wait_for(
+            lambda: any(
+                e["data"]["kind"] == "inverted_loss" for e in daemon.events("--kind", "anomaly")
+            ),
+            timeout_s=60,
+            what="the overfitting told at the run's end",
+        )
+        anomalies = daemon.events("--kind", "anomaly")
+        assert daemon.stop() == 0
+    (told,) = anomalies
+    assert told["data"]["step"] == 1000
+    assert told["data"]["detail"].startswith("the best model is at step 750: the run ended")
+    received = notification_server.received(2, timeout_s=20)
+    overfit = [r for r in received if r.summary.startswith("Eval loss rising")]
+    assert [r.summary for r in overfit] == [
+        "Eval loss rising while train loss falls: vqvae-overfits"
+    ]
+    assert overfit[0].body.startswith("Step 1,000: eval loss 3.9200 (the best model is at step 750")
+    assert any(r.summary == "Training finished: vqvae-overfits" for r in received)

@@ -4,6 +4,9 @@ Detector state and the position in the store's metric log are persisted per run,
 neither re-alerts nor forgets: points recorded while the plugin was down are replayed from the
 store, and the state is saved before any alert is published. Only the runs fed last are kept in
 memory; the others wait in the store until their next point.
+
+A run's end (it finished, or has been silent for `INACTIVE_AFTER_S`) is judged once, after its
+last point: some conditions only the end can tell (an eval loss that rose to the end).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, ClassVar
 import psutil
 
 from tunewatch.daemon.events import (
+    FINISHED_STATUSES,
     AnomalyDetected,
     AnomalyResolved,
     BestModelFound,
@@ -30,6 +34,7 @@ from tunewatch.daemon.events import (
     MetricsLogged,
 )
 from tunewatch.daemon.plugin import PluginContext
+from tunewatch.daemon.run_status import INACTIVE_AFTER_S
 from tunewatch.daemon.store import MetricPoint, Store
 from tunewatch.plugins.anomaly.base import Finding, NewBest, Point
 from tunewatch.plugins.anomaly.config import AnomalyConfig
@@ -60,6 +65,8 @@ QUEUE_POINTS = 20_000
 # runs would otherwise hold 200 MB for nothing. Another run's tracker is loaded from its saved
 # state when its next point comes (about a millisecond); the one it replaces is saved first.
 MAX_TRACKED_RUNS = 128
+# Ended runs judged per hold of the feeding lock (each loaded, judged and saved: ~1-2 ms).
+END_PAGE = 100
 
 
 class AnomalyPlugin:
@@ -83,6 +90,8 @@ class AnomalyPlugin:
         # Runs without a saved position (new, or saved by an older version): whether they hold
         # a stall alert is known only once they are loaded.
         self._unindexed: set[str] = set()
+        # Runs fed since their end was last judged: the end check looks at these only.
+        self._end_pending: set[str] = set()
         # Points up to this seq were read at start-up (see CaughtUp); None until it comes.
         self._history_end: int | None = None
         self._started_at = time.time()  # a run silent since before this is inactive, not stalled
@@ -132,6 +141,8 @@ class AnomalyPlugin:
         # that `tunewatch run --once` reports what it read; within the bus's drain time, so a
         # stop in the middle of a long catch-up still ends in time (the rest waits for a start).
         await self.replay(deadline=time.monotonic() + self.ctx.settings.daemon.drain_timeout_s)
+        # ...and the end of each run that ended (a finished run read by `--once` included).
+        await self.check_ends()
 
     # -- state (hold `_feeding`) ----------------------------------------------------------------
 
@@ -245,6 +256,8 @@ class AnomalyPlugin:
             elif position is not None:
                 cursor = position.cursor
                 self._note_stall(run, position.stalled)
+                if not position.ended:
+                    self._end_pending.add(run)
             else:
                 cursor = -1  # no position: its cursor is inside its state, if it has one
             if newest.get(run_id, -1) > cursor:
@@ -287,6 +300,8 @@ class AnomalyPlugin:
             fresh = tracking.timeline.fresh(source, point)
             if fresh is None:
                 continue
+            tracking.ended = False
+            self._end_pending.add(run)
             verdict = tracking.detectors.update(fresh)
             events.extend(
                 _anomaly(run, a.finding, push=a.push, when=fresh.time) for a in verdict.alerts
@@ -351,6 +366,58 @@ class AnomalyPlugin:
         while True:
             await asyncio.sleep(interval)
             await self.check_stalls()
+            await self.check_ends()
+
+    # -- ends -----------------------------------------------------------------------------------
+
+    async def check_ends(self, now: float | None = None) -> list[Event]:
+        """Judge the end of each run that ended since its last point was judged: it finished,
+        or it has been silent for `INACTIVE_AFTER_S` (a Lightning run says nothing when it
+        stops; `status` shows "inactive since ..." then). What the end tells is recorded once;
+        it is pushed when the run ended while tunewatch was watching, and otherwise is history.
+        """
+        now = time.time() if now is None else now
+        published: list[Event] = []
+        store = self.ctx.store
+        pending = sorted(self._end_pending)
+        # A page at a time, so that a start-up over thousands of finished runs (each loaded,
+        # judged and saved) lets the points of the live ones through in between.
+        for page in range(0, len(pending), END_PAGE):
+            runs = {row.name: row for row in await store.call(store.store.runs)}
+            newest = await store.call(store.store.newest_points)
+            seqs = await store.call(store.store.newest_point_seqs)
+            events: list[Event] = []
+            async with self._feeding:
+                for name in pending[page : page + END_PAGE]:
+                    row = runs.get(name)
+                    last_step, last_time = newest.get(row.id, (0, None)) if row else (0, None)
+                    if row is None or last_time is None:
+                        self._end_pending.discard(name)  # no point recorded: nothing to judge
+                        continue
+                    if row.status not in FINISHED_STATUSES and now - last_time < INACTIVE_AFTER_S:
+                        continue  # still training, as far as anyone can tell
+                    tracking = await self._tracking(name)
+                    if name not in self._end_pending or tracking.cursor < seqs.get(row.id, -1):
+                        continue  # judged meanwhile, or its last points are still on their way
+                    events.extend(await self._judge_end(name, tracking, last_step, last_time))
+                self.ctx.bus.publish_many(events)
+            published.extend(events)
+        return published
+
+    async def _judge_end(
+        self, run: str, tracking: RunTracking, last_step: int, last_time: float
+    ) -> list[Event]:
+        """The end's alerts as events, saved (with the end marked judged) before publishing."""
+        self._end_pending.discard(run)
+        tracking.ended, tracking.dirty = True, True
+        watched = not self._inactive_before_start(last_time)
+        events: list[Event] = [
+            _anomaly(run, a.finding, push=a.push and watched, when=last_time)
+            for a in tracking.detectors.end(last_step, last_time)
+        ]
+        if events:
+            await self._save(run, tracking)
+        return events
 
     async def check_stalls(self, now: float | None = None) -> list[Event]:
         now = time.time() if now is None else now

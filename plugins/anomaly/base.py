@@ -6,7 +6,7 @@ import fnmatch
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from tunewatch.daemon.events import Severity
 
@@ -100,4 +100,14 @@ class Detector(Protocol):
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Continue from what `state()` returned."""
+        ...
+
+
+@runtime_checkable
+class JudgedAtEnd(Protocol):
+    """A detector with something to say once its run has ended (it finished, or went silent):
+    what needs the hindsight of the end. Called once per end, after the run's last point."""
+
+    def at_end(self, step: int) -> list[Finding]:
+        """The conditions the end reveals; `step` is the run's last."""
         ...

@@ -19,7 +19,14 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from tunewatch.plugins.anomaly.accuracy import AccuracyDropDetector
-from tunewatch.plugins.anomaly.base import Detector, Finding, NewBest, Point, is_pattern
+from tunewatch.plugins.anomaly.base import (
+    Detector,
+    Finding,
+    JudgedAtEnd,
+    NewBest,
+    Point,
+    is_pattern,
+)
 from tunewatch.plugins.anomaly.best import BestModelTracker
 from tunewatch.plugins.anomaly.config import AnomalyConfig
 from tunewatch.plugins.anomaly.divergence import DivergenceDetector
@@ -230,6 +237,18 @@ class RunDetectors:
         alerts, recoveries = self.gate.update(point, findings)
         new_best = self.best.update(point) if self.best is not None else None
         return RunVerdict(tuple(alerts), tuple(recoveries), new_best)
+
+    def end(self, step: int, time: float) -> tuple[Alert, ...]:
+        """What the run's end tells (it finished, or went silent after `step`, logged at
+        `time`), through the same gate as any finding."""
+        findings = [
+            f
+            for detector in self.detectors.values()
+            if isinstance(detector, JudgedAtEnd)
+            for f in detector.at_end(step)
+        ]
+        # A point without metrics: the end ends no episode, it only may start one.
+        return tuple(self.gate.update(Point(step, {}, time), findings)[0])
 
     def state(self) -> dict[str, Any]:
         return {

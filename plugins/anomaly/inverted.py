@@ -4,7 +4,9 @@ Two conditions of the same kind:
 - overfitting onset: the eval loss has not beaten its best for `evals` evaluations and is now
   `min_rise` above it, while the train loss (its mean between two evaluations) kept falling;
   that is early stopping's patience rule plus the train-loss check that tells overfitting from
-  a run that simply stopped learning;
+  a run that simply stopped learning. When the run ends, a rise the live reading left within
+  the noise is judged again, with the one fact only the end gives: it lasted to the end
+  (`at_end`);
 - preference training (DPO and friends): `rewards/chosen` significantly below
   `rewards/rejected` on average over the last `reward_points` points, i.e. the policy prefers
   the rejected answers (swapped columns do exactly that).
@@ -48,6 +50,9 @@ TRAIN_SIGMAS = 2.0
 # (measured: none on the held-out synthetic set or on any overfitting the real corpus shows; one
 # evaluation on a dev tiny run whose eval loss rose 1 %, 4 %, 3 %, then 7 %).
 LATEST_RISE = 0.05
+# Overfitting at the run's end compares the train loss's median since the best evaluation with
+# its median over as many points before it; the latest this many on each side are kept.
+END_TRAIN_POINTS = 256
 # How many standard errors below zero the mean reward margin must be (a one-sided t-test).
 REWARD_SIGNIFICANCE = 3.0
 
@@ -88,17 +93,24 @@ class _EvalOverfit:
         self.train_count_at_best = 0
         self.train_count_now = 0
         self.overfitting = False  # said, and the eval loss has not beaten its best since
+        # For the run's end: the newest evaluation, and the train losses up to the best one
+        # and since it.
+        self.latest: float | None = None
+        self.train_to_best = RollingWindow(END_TRAIN_POINTS)
+        self.train_since_best = RollingWindow(END_TRAIN_POINTS)
 
     def update(self, point: Point) -> Finding | None:
         loss = point.finite("loss")
         if loss is not None:
             self.train.push(loss)
+            self.train_since_best.push(loss)
             if loss > 0.0:
                 self.train_noise.push(math.log(loss))
         value = point.finite("eval_loss")
         if value is None:
             return None
         self.seen += 1
+        self.latest = value
         self.recent.push(value)
         if value > 0.0:
             self.noise.push(math.log(value))
@@ -109,6 +121,9 @@ class _EvalOverfit:
             self.best, self.best_step, self.since_best = value, point.step, 0
             self.train_at_best, self.train_count_at_best = self.train_now, self.train_count_now
             self.overfitting = False
+            for before in self.train_since_best.values():
+                self.train_to_best.push(before)
+            self.train_since_best = RollingWindow(END_TRAIN_POINTS)
             return None
         self.since_best += 1
         finding = self._judge(self.recent.median(), value, point.step)
@@ -119,6 +134,42 @@ class _EvalOverfit:
             # evaluation on the way up is no recovery, and no reason to tell it again.
             finding = self._still(value, point.step)
         return finding
+
+    def at_end(self, step: int) -> Finding | None:
+        """Overfitting told when the run has ended (`step`, its last): labelling rule 4, whose
+        "the rise lasts to the end of the run" only the end can tell.
+
+        The eval loss has not beaten its best for `evals` evaluations or more and its last one
+        is `LATEST_RISE` above it, while the train loss's median since the best is `TRAIN_DROP`
+        below its median over as many points before it. No noise test: a rise that lasted to
+        the end is the evidence a rise within the noise lacked while the run went on (an eval
+        loss swinging by 30 % between evaluations, 28 % up for its last three). Not said when
+        the live reading already said it, and said once.
+        """
+        best, latest = self.best, self.latest
+        if self.overfitting or best is None or latest is None or best <= 0.0:
+            return None
+        if self.seen < self.warmup_evals or self.since_best < self.evals:
+            return None
+        if latest - best < LATEST_RISE * best:
+            return None
+        count = len(self.train_since_best)
+        if count == 0 or len(self.train_to_best) == 0:
+            return None
+        since, before = self.train_since_best.median(), self.train_to_best.median(last=count)
+        if before <= 0.0 or since > before * (1.0 - TRAIN_DROP):
+            return None
+        self.overfitting = True
+        return self._finding(
+            latest,
+            step,
+            # The action first: a notification shows only the first hundred characters.
+            f"the best model is at step {self.best_step}: the run ended with eval_loss "
+            f"{latest / best - 1:.0%} above its best {best:.4g} there, not beaten in "
+            f"{self.since_best} evaluations, while the train loss fell from {before:.4g} to "
+            f"{since:.4g} (overfitting; medians of {count} train points after the best and as "
+            f"many before)",
+        )
 
     def _still(self, value: float, step: int) -> Finding:
         assert self.best is not None
@@ -194,6 +245,9 @@ class _EvalOverfit:
             "train_count_at_best": self.train_count_at_best,
             "train_count_now": self.train_count_now,
             "overfitting": self.overfitting,
+            "latest": self.latest,
+            "train_to_best": self.train_to_best.state(),
+            "train_since_best": self.train_since_best.state(),
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -215,6 +269,12 @@ class _EvalOverfit:
         self.train_count_at_best = int(state.get("train_count_at_best", 0))
         self.train_count_now = int(state.get("train_count_now", 0))
         self.overfitting = bool(state["overfitting"])
+        # (A state saved before the end was judged has none of these: the end then compares
+        # only the train losses logged since the restart.)
+        self.latest = optional_float(state.get("latest"))
+        if "train_to_best" in state:
+            self.train_to_best.restore(state["train_to_best"])
+            self.train_since_best.restore(state["train_since_best"])
 
 
 class _RewardOrder:
@@ -279,6 +339,10 @@ class InvertedLossDetector:
     def update(self, point: Point) -> list[Finding]:
         found = (self._eval.update(point), self._rewards.update(point))
         return [f for f in found if f is not None]
+
+    def at_end(self, step: int) -> list[Finding]:
+        found = self._eval.at_end(step)
+        return [] if found is None else [found]
 
     def state(self) -> dict[str, Any]:
         return {"eval": self._eval.state(), "rewards": self._rewards.state()}

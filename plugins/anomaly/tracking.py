@@ -1,8 +1,9 @@
 """One run's detector state and where its judging stands, in memory and as saved in plugin_state.
 
 Each run is saved under two keys: `run:<name>`, the whole state (detectors, timeline, cursor,
-stall), and `pos:<name>`, only its cursor and whether a stall alert is active. The small ones are
-read all at once at start, so that only the runs with points after their cursor are loaded.
+stall), and `pos:<name>`, only its cursor, whether a stall alert is active and whether its end
+is judged. The small ones are read all at once at start, so that only the runs with points after
+their cursor, or an end to judge, are loaded.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ class RunTracking:
     dirty: bool = False
     stall: tuple[str, int] | None = None  # (metric, step) of an active stall alert
     last_train_best_time: float = 0.0
+    # Whether the detectors have judged the run's end since its last point (nothing to judge
+    # before its first; a state saved before ends were judged counts as judged, so that an
+    # upgrade does not judge the end of every old run).
+    ended: bool = True
     # Which values are new: copies from a second source are judged once, a resume again.
     timeline: StepTimeline = field(default_factory=StepTimeline)
 
@@ -36,12 +41,13 @@ class RunTracking:
                 "detectors": self.detectors.state(),
                 "stall": list(self.stall) if self.stall else None,
                 "last_train_best_time": self.last_train_best_time,
+                "ended": self.ended,
                 "timeline": self.timeline.state(),
             }
         )
 
     def position(self) -> SavedPosition:
-        return SavedPosition(self.cursor, self.stall is not None)
+        return SavedPosition(self.cursor, self.stall is not None, self.ended)
 
 
 def restore_tracking(config: AnomalyConfig, saved: str) -> RunTracking:
@@ -54,6 +60,7 @@ def restore_tracking(config: AnomalyConfig, saved: str) -> RunTracking:
     stall = data.get("stall")
     tracking.stall = (str(stall[0]), int(stall[1])) if stall else None
     tracking.last_train_best_time = float(data.get("last_train_best_time", 0.0))
+    tracking.ended = bool(data.get("ended", True))
     # A state saved before segments kept only a newest step per metric, which may be the very
     # bogus step that hid every later value: it is not trusted, and the timeline starts afresh
     # at the saved cursor.
@@ -77,15 +84,18 @@ class SavedPosition:
 
     cursor: int
     stalled: bool
+    ended: bool = True
 
     def to_json(self) -> str:
-        return json.dumps({"cursor": self.cursor, "stalled": self.stalled})
+        return json.dumps({"cursor": self.cursor, "stalled": self.stalled, "ended": self.ended})
 
     @staticmethod
     def parse(text: str) -> SavedPosition | None:
         """None for a damaged position: the run is then loaded the way old states are."""
         try:
             data = json.loads(text)
-            return SavedPosition(int(data["cursor"]), bool(data["stalled"]))
+            return SavedPosition(
+                int(data["cursor"]), bool(data["stalled"]), bool(data.get("ended", True))
+            )
         except (ValueError, KeyError, TypeError):
             return None

@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from array import array
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from tunewatch.daemon.events import (
     StatusChanged,
 )
 from tunewatch.daemon.plugin import PluginContext
+from tunewatch.daemon.run_status import INACTIVE_AFTER_S
 from tunewatch.daemon.store import AsyncStore
 from tunewatch.plugins import anomaly
 from tunewatch.plugins.anomaly import AnomalyPlugin
@@ -567,3 +569,117 @@ async def test_bests_read_at_start_up_are_history_and_later_ones_are_news(
     await harness.finish()
     bests = [(e.step, e.historical) for e in harness.published if isinstance(e, BestModelFound)]
     assert bests == [(500, True), (1000, True), (1100, False)]
+
+
+# -- a run's end ---------------------------------------------------------------------------------
+
+# pl-vqvae-weld-v37's last evaluations (bench/corpus, BSD-3-Clause) after a history of eval
+# losses swinging 30-70 %: a best of 3.06, then 3.34, 3.08, 3.98, 3.89, 3.92 to the end while
+# the train loss falls. Within its noise while it runs; overfitting once the run has ended.
+END_EVALS = [11.27, 8.43, 9.04, 6.72, 5.30, 7.07, 5.47, 9.22, 6.47, 5.81, 4.83, 4.25, 4.63, 4.79,
+             3.06, 3.34, 3.08, 3.98, 3.89, 3.92]  # fmt: skip
+
+
+def overfit_at_the_end(start: float) -> list[MetricsLogged]:
+    """Four train losses (falling) then one evaluation, 20 times, a second apart from `start`."""
+    events: list[MetricsLogged] = []
+    for i, value in enumerate(END_EVALS):
+        for k in range(4):
+            step = 10 * i + k
+            loss = 2.0 * 0.95**i * (1.0 + 0.05 * (k % 2))
+            events.append(_logged(step, {"loss": loss}, start + len(events)))
+        events.append(_logged(10 * i + 4, {"eval_loss": value}, start + len(events)))
+    return events
+
+
+def _logged(step: int, metrics: dict[str, float], when: float) -> MetricsLogged:
+    return MetricsLogged(run="run-a", step=step, metrics=metrics, source="metrics.csv", time=when)
+
+
+def end_alerts(h: Harness) -> list[tuple[str, int, bool]]:
+    return [
+        (e.kind, e.step, e.push)
+        for e in h.published
+        if isinstance(e, AnomalyDetected) and "ended" in e.detail
+    ]
+
+
+async def watching_a_run_overfit_at_the_end(
+    store: AsyncStore, run_id: int = 0
+) -> tuple[Harness, list[MetricsLogged]]:
+    """The plugin, started, and the run's points logged live (recorded, then published)."""
+    h = Harness(store, run_id)
+    await h.plugin.start()
+    events = overfit_at_the_end(time.time())
+    await record(store, "run-a", events)
+    h.bus.publish_many(events)
+    await h.settle()
+    return h, events
+
+
+async def test_a_run_silent_for_an_hour_has_its_end_judged_once(store: AsyncStore) -> None:
+    h, events = await watching_a_run_overfit_at_the_end(store)
+    assert h.kinds() == []  # nothing while it runs: the rise is within the eval loss's noise
+    last = events[-1].time
+    assert await h.plugin.check_ends(now=last + 600) == []  # quiet for 10 minutes: not yet
+    (told,) = await h.plugin.check_ends(now=last + INACTIVE_AFTER_S)
+    assert isinstance(told, AnomalyDetected)
+    assert (told.kind, told.metric, told.step, told.push) == (
+        "inverted_loss",
+        "eval_loss",
+        194,
+        True,
+    )
+    assert "step 144" in told.detail and told.time == last
+    assert await h.plugin.check_ends(now=last + 2 * INACTIVE_AFTER_S) == []  # told once
+    await h.finish()
+
+    second = Harness(store)  # a restart neither repeats it
+    await second.plugin.start()
+    assert await second.plugin.check_ends(now=last + 3 * INACTIVE_AFTER_S) == []
+    await second.finish()
+    assert end_alerts(h) == [("inverted_loss", 194, True)] and second.kinds() == []
+
+
+async def test_an_end_still_to_judge_survives_a_restart(store: AsyncStore) -> None:
+    first, events = await watching_a_run_overfit_at_the_end(store)
+    await first.finish()  # stopped while the run was still going: its end is not judged
+
+    second = Harness(store)
+    await second.plugin.start()
+    await second.plugin.check_ends(now=events[-1].time + INACTIVE_AFTER_S)
+    await second.finish()
+    assert end_alerts(first) == [] and end_alerts(second) == [("inverted_loss", 194, True)]
+
+
+async def test_a_finished_run_has_its_end_judged_at_once(store: AsyncStore) -> None:
+    run_id = await store.call(store.store.ensure_run, "/runs/a", "run-a")
+    h, _ = await watching_a_run_overfit_at_the_end(store, run_id)
+    await set_status(store, run_id, "completed")
+    await h.plugin.check_ends()
+    await h.finish()
+    assert end_alerts(h) == [("inverted_loss", 194, True)]
+
+
+async def test_once_judges_the_end_of_a_finished_run_before_it_stops(store: AsyncStore) -> None:
+    """`tunewatch run --once` on a finished run's log: its end is in the record it leaves (as
+    history: the run ended before tunewatch started)."""
+    run_id = await store.call(store.store.ensure_run, "/runs/a", "run-a")
+    await record(store, "run-a", overfit_at_the_end(time.time() - 100))
+    await set_status(store, run_id, "completed")
+    h = Harness(store, run_id)
+    await h.plugin.start()
+    await h.plugin.stop()
+    await h.settle()
+    assert end_alerts(h) == [("inverted_loss", 194, False)]
+
+
+async def test_a_run_that_ended_before_tunewatch_started_is_history(store: AsyncStore) -> None:
+    events = overfit_at_the_end(time.time() - 2 * INACTIVE_AFTER_S)
+    await record(store, "run-a", events)
+    h = Harness(store)
+    await h.plugin.start()
+    await h.plugin.check_ends()
+    await h.finish()
+    # Recorded (`tunewatch events` lists it), not pushed: it is old news.
+    assert end_alerts(h) == [("inverted_loss", 194, False)]

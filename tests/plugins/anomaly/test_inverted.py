@@ -193,3 +193,122 @@ def test_state_round_trip_continues_identically() -> None:
     resumed += findings(points[200:], second)
     assert resumed == straight
     assert {f.metric for f in straight} == {"eval_loss", "rewards/chosen"}
+
+
+# -- the run's end ------------------------------------------------------------------------------
+
+# A real Lightning run (a VQ-VAE, bench/corpus/pl-vqvae-weld-v37, BSD-3-Clause): 3-4 train
+# losses per evaluation, and an eval loss that swings by 30-70 % between evaluations early on.
+# Its best (3.06 at step 2729) is followed by 3.34, 3.08, then 3.98, 3.89, 3.92 to the end,
+# while the train loss falls. 28 % is within that noise while the run goes on; that it lasted
+# to the end only the end can tell (labelling rule 4).
+VQVAE_ROWS: list[tuple[int, float | None, float | None]] = [
+    (49, 2.039, None), (99, 1.6449, None), (149, 1.7291, None), (181, None, 11.2688),
+    (199, 1.9955, None), (249, 2.1373, None), (299, 2.066, None), (349, 2.1596, None),
+    (363, None, 8.4308), (399, 2.0986, None), (449, 2.0938, None), (499, 1.9164, None),
+    (545, None, 9.037), (549, 1.7821, None), (599, 1.7738, None), (649, 1.4771, None),
+    (699, 1.6574, None), (727, None, 6.7201), (749, 1.4576, None), (799, 1.6454, None),
+    (849, 1.3185, None), (899, 1.2688, None), (909, None, 5.3014), (949, 1.1976, None),
+    (999, 1.4641, None), (1049, 1.2115, None), (1091, None, 7.0727), (1099, 1.0592, None),
+    (1149, 1.1441, None), (1199, 1.3421, None), (1249, 1.6424, None), (1273, None, 5.4691),
+    (1299, 1.3409, None), (1349, 1.3723, None), (1399, 1.2503, None), (1449, 1.4751, None),
+    (1455, None, 9.2249), (1499, 1.5531, None), (1549, 1.26, None), (1599, 1.5563, None),
+    (1637, None, 6.469), (1649, 1.5293, None), (1699, 1.3145, None), (1749, 1.1439, None),
+    (1799, 1.0633, None), (1819, None, 5.8093), (1849, 1.2333, None), (1899, 1.0364, None),
+    (1949, 1.1587, None), (1999, 1.0526, None), (2001, None, 4.834), (2049, 0.9486, None),
+    (2099, 1.044, None), (2149, 1.0156, None), (2183, None, 4.2538), (2199, 1.1181, None),
+    (2249, 1.0547, None), (2299, 1.0107, None), (2349, 0.7985, None), (2365, None, 4.6313),
+    (2399, 1.0134, None), (2449, 0.8018, None), (2499, 0.9115, None), (2547, None, 4.7855),
+    (2549, 0.8468, None), (2599, 0.9922, None), (2649, 0.6198, None), (2699, 0.7533, None),
+    (2729, None, 3.0635), (2749, 0.778, None), (2799, 0.6863, None), (2849, 0.7593, None),
+    (2899, 0.8689, None), (2911, None, 3.3444), (2949, 0.7483, None), (2999, 0.7247, None),
+    (3049, 0.7231, None), (3093, None, 3.0838), (3099, 0.6243, None), (3149, 0.6545, None),
+    (3199, 0.8048, None), (3249, 0.9937, None), (3275, None, 3.9776), (3299, 1.0161, None),
+    (3349, 1.1708, None), (3399, 0.6928, None), (3449, 0.7094, None), (3457, None, 3.8911),
+    (3499, 0.6555, None), (3549, 0.6929, None), (3599, 1.1656, None), (3639, None, 3.9215),
+]  # fmt: skip
+
+
+def rows_to_points(rows: list[tuple[int, float | None, float | None]]) -> list[Point]:
+    points = []
+    for step, loss, value in rows:
+        metrics = {"loss": loss} if loss is not None else {"eval_loss": value or 0.0}
+        points.append(Point(step, metrics, float(step)))
+    return points
+
+
+def test_overfitting_within_the_noise_is_told_when_the_run_ends() -> None:
+    d = detector()
+    assert findings(rows_to_points(VQVAE_ROWS), d) == []  # within its noise while it runs
+    (found,) = d.at_end(3639)
+    assert (found.kind, found.metric, found.severity, found.step) == (
+        "inverted_loss",
+        "eval_loss",
+        "normal",
+        3639,
+    )
+    assert (found.value, found.expected) == (3.9215, 3.0635)
+    assert "ended" in found.detail and "best model" in found.detail
+    assert "step 2729" in found.detail
+    assert d.at_end(3639) == []  # said once
+
+
+def test_an_end_is_no_overfitting_when_the_eval_loss_came_back_to_a_new_best() -> None:
+    rows = [*VQVAE_ROWS, (3689, 0.70, None), (3821, None, 3.0)]
+    d = detector()
+    findings(rows_to_points(rows), d)
+    assert d.at_end(3821) == []
+
+
+def test_an_end_is_no_overfitting_when_the_train_loss_did_not_fall() -> None:
+    # The same evaluations, with every train loss after the best raised to its level before:
+    # both losses stopped improving, which is a plateau (or worse), not overfitting.
+    before = [loss for step, loss, _ in VQVAE_ROWS if loss is not None and step < 2729][-18:]
+    later = iter(before)
+    rows = [
+        (step, next(later) if loss is not None and step > 2729 else loss, value)
+        for step, loss, value in VQVAE_ROWS
+    ]
+    d = detector()
+    findings(rows_to_points(rows), d)
+    assert d.at_end(3639) == []
+
+
+def test_an_end_is_no_overfitting_when_the_last_evaluation_is_back_near_the_best() -> None:
+    rows = [*VQVAE_ROWS[:-1], (3639, None, 3.0635 * 1.04)]
+    d = detector()
+    findings(rows_to_points(rows), d)
+    assert d.at_end(3639) == []
+
+
+def test_an_end_says_nothing_the_live_reading_already_said() -> None:
+    evals = {20: 4.373, 40: 3.816, 60: 3.352, 80: 3.089, 100: 3.0, 120: 3.027, 140: 3.123,
+             160: 3.089, 180: 3.211, 200: 3.34}  # fmt: skip
+    d = detector()
+    assert findings(run_log(falling(200), evals), d)
+    assert d.at_end(200) == []
+
+
+def test_the_end_is_judged_the_same_after_a_restart() -> None:
+    points = rows_to_points(VQVAE_ROWS)
+    straight = detector()
+    findings(points, straight)
+    first = detector()
+    findings(points[:80], first)
+    second = detector()
+    second.restore(json.loads(json.dumps(first.state())))
+    findings(points[80:], second)
+    assert second.at_end(3639) == straight.at_end(3639) != []
+
+
+def test_a_state_saved_before_ends_were_judged_still_restores() -> None:
+    first = detector()
+    findings(rows_to_points(VQVAE_ROWS[:40]), first)
+    state = json.loads(json.dumps(first.state()))
+    for key in ("latest", "train_to_best", "train_since_best"):
+        del state["eval"][key]
+    second = detector()
+    second.restore(state)
+    findings(rows_to_points(VQVAE_ROWS[40:]), second)
+    # Only the train losses since the restart are compared: enough for this run's end.
+    assert [f.step for f in second.at_end(3639)] == [3639]
