@@ -300,8 +300,6 @@ class AnomalyPlugin:
             fresh = tracking.timeline.fresh(source, point)
             if fresh is None:
                 continue
-            tracking.ended = False
-            self._end_pending.add(run)
             verdict = tracking.detectors.update(fresh)
             events.extend(
                 _anomaly(run, a.finding, push=a.push, when=fresh.time) for a in verdict.alerts
@@ -319,6 +317,7 @@ class AnomalyPlugin:
             )
             if verdict.new_best is not None:
                 bests[verdict.new_best.metric] = (verdict.new_best, fresh.time, seq)
+        self._note_end(run, tracking)
         for best, when, seq in bests.values():
             if self._announce_best(best.metric, tracking, when):
                 events.append(
@@ -378,31 +377,44 @@ class AnomalyPlugin:
         """
         now = time.time() if now is None else now
         published: list[Event] = []
+        if not self._end_pending:
+            return published
         store = self.ctx.store
-        pending = sorted(self._end_pending)
+        runs = {row.name: row for row in await store.call(store.store.runs)}
+        newest = await store.call(store.store.newest_points)
+        seqs = await store.call(store.store.newest_point_seqs)
+        ended: list[tuple[str, int, int, float]] = []  # run, its newest seq, last step, its time
+        for name in sorted(self._end_pending):
+            row = runs.get(name)
+            last_step, last_time = newest.get(row.id, (0, None)) if row else (0, None)
+            if row is None or last_time is None:
+                self._end_pending.discard(name)  # no point recorded: nothing to judge
+            elif row.status in FINISHED_STATUSES or now - last_time >= INACTIVE_AFTER_S:
+                ended.append((name, seqs.get(row.id, -1), last_step, last_time))
         # A page at a time, so that a start-up over thousands of finished runs (each loaded,
         # judged and saved) lets the points of the live ones through in between.
-        for page in range(0, len(pending), END_PAGE):
-            runs = {row.name: row for row in await store.call(store.store.runs)}
-            newest = await store.call(store.store.newest_points)
-            seqs = await store.call(store.store.newest_point_seqs)
+        for page in range(0, len(ended), END_PAGE):
             events: list[Event] = []
             async with self._feeding:
-                for name in pending[page : page + END_PAGE]:
-                    row = runs.get(name)
-                    last_step, last_time = newest.get(row.id, (0, None)) if row else (0, None)
-                    if row is None or last_time is None:
-                        self._end_pending.discard(name)  # no point recorded: nothing to judge
-                        continue
-                    if row.status not in FINISHED_STATUSES and now - last_time < INACTIVE_AFTER_S:
-                        continue  # still training, as far as anyone can tell
+                for name, seq, last_step, last_time in ended[page : page + END_PAGE]:
                     tracking = await self._tracking(name)
-                    if name not in self._end_pending or tracking.cursor < seqs.get(row.id, -1):
-                        continue  # judged meanwhile, or its last points are still on their way
-                    events.extend(await self._judge_end(name, tracking, last_step, last_time))
+                    # Judged meanwhile; or its last points are still on their way to the
+                    # detectors; or newer ones came since it was looked at (it goes on).
+                    if name in self._end_pending and tracking.cursor == seq:
+                        events.extend(await self._judge_end(name, tracking, last_step, last_time))
                 self.ctx.bus.publish_many(events)
             published.extend(events)
         return published
+
+    def _note_end(self, run: str, tracking: RunTracking) -> None:
+        """After new points: whether the run's end is to be judged when it comes. Only runs
+        whose end could tell something are (most never evaluate, or end at their best), so a
+        start over ten thousand finished runs does not load each one again to judge nothing."""
+        tracking.ended = not tracking.detectors.end_may_tell()
+        if tracking.ended:
+            self._end_pending.discard(run)
+        else:
+            self._end_pending.add(run)
 
     async def _judge_end(
         self, run: str, tracking: RunTracking, last_step: int, last_time: float

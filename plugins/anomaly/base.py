@@ -108,6 +108,11 @@ class JudgedAtEnd(Protocol):
     """A detector with something to say once its run has ended (it finished, or went silent):
     what needs the hindsight of the end. Called once per end, after the run's last point."""
 
+    def end_may_tell(self) -> bool:
+        """Whether `at_end` could find anything if the run ended now: O(1), asked after every
+        batch of points (a run whose end can tell nothing is not judged)."""
+        ...
+
     def at_end(self, step: int) -> list[Finding]:
         """The conditions the end reveals; `step` is the run's last."""
         ...

@@ -238,6 +238,14 @@ class RunDetectors:
         new_best = self.best.update(point) if self.best is not None else None
         return RunVerdict(tuple(alerts), tuple(recoveries), new_best)
 
+    def end_may_tell(self) -> bool:
+        """Whether `end` could say anything if the run ended now (cheap)."""
+        return any(
+            detector.end_may_tell()
+            for detector in self.detectors.values()
+            if isinstance(detector, JudgedAtEnd)
+        )
+
     def end(self, step: int, time: float) -> tuple[Alert, ...]:
         """What the run's end tells (it finished, or went silent after `step`, logged at
         `time`), through the same gate as any finding."""

@@ -135,6 +135,11 @@ class _EvalOverfit:
             finding = self._still(value, point.step)
         return finding
 
+    def end_may_tell(self) -> bool:
+        """Whether `at_end` could find overfitting now: the eval loss has stayed above its
+        best long enough and no one said so yet (the rest of its test is for the end)."""
+        return not self.overfitting and self.best is not None and self.since_best >= self.evals
+
     def at_end(self, step: int) -> Finding | None:
         """Overfitting told when the run has ended (`step`, its last): labelling rule 4, whose
         "the rise lasts to the end of the run" only the end can tell.
@@ -147,9 +152,9 @@ class _EvalOverfit:
         the live reading already said it, and said once.
         """
         best, latest = self.best, self.latest
-        if self.overfitting or best is None or latest is None or best <= 0.0:
+        if not self.end_may_tell() or best is None or latest is None or best <= 0.0:
             return None
-        if self.seen < self.warmup_evals or self.since_best < self.evals:
+        if self.seen < self.warmup_evals:
             return None
         if latest - best < LATEST_RISE * best:
             return None
@@ -339,6 +344,9 @@ class InvertedLossDetector:
     def update(self, point: Point) -> list[Finding]:
         found = (self._eval.update(point), self._rewards.update(point))
         return [f for f in found if f is not None]
+
+    def end_may_tell(self) -> bool:
+        return self._eval.end_may_tell()
 
     def at_end(self, step: int) -> list[Finding]:
         found = self._eval.at_end(step)

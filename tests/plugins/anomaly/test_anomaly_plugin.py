@@ -683,3 +683,21 @@ async def test_a_run_that_ended_before_tunewatch_started_is_history(store: Async
     await h.finish()
     # Recorded (`tunewatch events` lists it), not pushed: it is old news.
     assert end_alerts(h) == [("inverted_loss", 194, False)]
+
+
+async def test_only_a_run_whose_end_could_tell_something_waits_for_its_end(
+    store: AsyncStore,
+) -> None:
+    """Ten thousand finished runs that never evaluated are not loaded again at their end."""
+    h = Harness(store)
+    await h.plugin.start()
+    await h.log_points(clean(1, 40), run="run-b")  # no evaluation: nothing to judge at its end
+    overfit = overfit_at_the_end(time.time())
+    await record(store, "run-a", overfit)
+    h.bus.publish_many(overfit)
+    await h.finish()
+    positions = {
+        run: json.loads(await store.call(store.store.plugin_get, "anomaly", f"pos:{run}") or "{}")
+        for run in ("run-a", "run-b")
+    }
+    assert positions["run-a"]["ended"] is False and positions["run-b"]["ended"] is True
