@@ -217,6 +217,8 @@ class RunDetectors:
     def _build(self) -> None:
         config = self.config
         self.detectors = build_detectors(config)
+        # Those with something to say at the run's end (found once: a protocol check is slow).
+        self._end_judges = [d for d in self.detectors.values() if isinstance(d, JudgedAtEnd)]
         self.best: BestModelTracker | None = None
         if BEST_MODEL not in config.disabled_kinds:
             self.best = BestModelTracker(
@@ -240,21 +242,12 @@ class RunDetectors:
 
     def end_may_tell(self) -> bool:
         """Whether `end` could say anything if the run ended now (cheap)."""
-        return any(
-            detector.end_may_tell()
-            for detector in self.detectors.values()
-            if isinstance(detector, JudgedAtEnd)
-        )
+        return any(judge.end_may_tell() for judge in self._end_judges)
 
     def end(self, step: int, time: float) -> tuple[Alert, ...]:
         """What the run's end tells (it finished, or went silent after `step`, logged at
         `time`), through the same gate as any finding."""
-        findings = [
-            f
-            for detector in self.detectors.values()
-            if isinstance(detector, JudgedAtEnd)
-            for f in detector.at_end(step)
-        ]
+        findings = [f for judge in self._end_judges for f in judge.at_end(step)]
         # A point without metrics: the end ends no episode, it only may start one.
         return tuple(self.gate.update(Point(step, {}, time), findings)[0])
 
