@@ -696,8 +696,9 @@ async def test_only_a_run_whose_end_could_tell_something_waits_for_its_end(
     await record(store, "run-a", overfit)
     h.bus.publish_many(overfit)
     await h.finish()
-    positions = {
-        run: json.loads(await store.call(store.store.plugin_get, "anomaly", f"pos:{run}") or "{}")
-        for run in ("run-a", "run-b")
-    }
-    assert positions["run-a"]["ended"] is False and positions["run-b"]["ended"] is True
+    ended = {}
+    for run in ("run-a", "run-b"):
+        position = await store.call(store.store.plugin_get, "anomaly", f"pos:{run}")
+        assert position is not None
+        ended[run] = json.loads(position)["ended"]
+    assert ended == {"run-a": False, "run-b": True}
