@@ -90,7 +90,8 @@ class AnomalyPlugin:
         # Runs without a saved position (new, or saved by an older version): whether they hold
         # a stall alert is known only once they are loaded.
         self._unindexed: set[str] = set()
-        # Runs fed since their end was last judged: the end check looks at these only.
+        # Runs whose end is to be judged when it comes (it could tell something): the end
+        # check looks at these only.
         self._end_pending: set[str] = set()
         # Points up to this seq were read at start-up (see CaughtUp); None until it comes.
         self._history_end: int | None = None

@@ -27,9 +27,9 @@ class RunTracking:
     dirty: bool = False
     stall: tuple[str, int] | None = None  # (metric, step) of an active stall alert
     last_train_best_time: float = 0.0
-    # Whether the detectors have judged the run's end since its last point (nothing to judge
-    # before its first; a state saved before ends were judged counts as judged, so that an
-    # upgrade does not judge the end of every old run).
+    # False while the run's end, when it comes, is to be judged: its detectors could tell
+    # something then (`RunDetectors.end_may_tell`). True once judged, or with nothing to judge;
+    # a state saved before ends were judged counts as judged, so an upgrade judges no old run.
     ended: bool = True
     # Which values are new: copies from a second source are judged once, a resume again.
     timeline: StepTimeline = field(default_factory=StepTimeline)
