@@ -274,7 +274,7 @@ class _EvalOverfit:
         self.train_count_at_best = int(state.get("train_count_at_best", 0))
         self.train_count_now = int(state.get("train_count_now", 0))
         self.overfitting = bool(state["overfitting"])
-        # (A state saved before the end was judged has none of these: the end then compares
+        # (A state saved before ends were judged has none of these: the end then compares
         # only the train losses logged since the restart.)
         self.latest = optional_float(state.get("latest"))
         if "train_to_best" in state:
