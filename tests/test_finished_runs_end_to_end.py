@@ -194,3 +194,40 @@ def test_a_run_that_ends_overfit_is_told_with_its_best_model(
     ]
     assert overfit[0].body.startswith("Step 1,000: eval loss 3.9200 (the best model is at step 750")
     assert any(r.summary == "Training finished: vqvae-overfits" for r in received)
+
+
+@pytest.mark.slow
+def test_a_run_that_ends_overfit_just_before_a_crash_is_told_after_the_restart(
+    tmp_path: Path,
+) -> None:
+    """kill -9 after the run's end was recorded, before its end was judged (the check runs
+    every minute here): the restarted daemon tells it, once."""
+    runs = tmp_path / "runs"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f"[daemon]\nruns = [{json.dumps(str(runs / '*'))}]\n[anomaly]\nstall_minutes = 30\n"
+    )
+    run = runs / "vqvae-overfits"
+    with DaemonProcess(tmp_path) as daemon:
+        daemon.start(config=config)
+        hf_checkpoint(run, 1000, overfit_at_the_end_history(), 1000)
+        daemon.wait_for(
+            lambda: (daemon.run_status("vqvae-overfits") or {}).get("status") == "finished",
+            timeout_s=30,
+            what="the run recorded as finished",
+        )
+        daemon.kill()
+        assert daemon.events("--kind", "anomaly") == []  # killed before its end was judged
+        daemon.start(config=config)
+        daemon.wait_for(
+            lambda: bool(daemon.events("--kind", "anomaly")),
+            timeout_s=90,
+            what="the end judged after the restart",
+        )
+        assert daemon.stop() == 0
+        daemon.start(config=config)  # and a second restart does not tell it again
+        assert daemon.stop() == 0
+        anomalies = daemon.events("--kind", "anomaly")
+    assert [(a["data"]["kind"], a["data"]["step"], a["data"]["push"]) for a in anomalies] == [
+        ("inverted_loss", 1000, True)
+    ]

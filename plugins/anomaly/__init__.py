@@ -374,7 +374,8 @@ class AnomalyPlugin:
         """Judge the end of each run that ended since its last point was judged: it finished,
         or it has been silent for `INACTIVE_AFTER_S` (a Lightning run says nothing when it
         stops; `status` shows "inactive since ..." then). What the end tells is recorded once;
-        it is pushed when the run ended while tunewatch was watching, and otherwise is history.
+        it is pushed unless the run had been silent for `INACTIVE_AFTER_S` already when
+        tunewatch started (then it is history).
         """
         now = time.time() if now is None else now
         published: list[Event] = []
@@ -423,9 +424,11 @@ class AnomalyPlugin:
         """The end's alerts as events, saved (with the end marked judged) before publishing."""
         self._end_pending.discard(run)
         tracking.ended, tracking.dirty = True, True
-        watched = not self._inactive_before_start(last_time)
+        # Old news only when the run was already "inactive since ..." as tunewatch started: an
+        # end missed by a crash or a restart right after the run ended is still told.
+        news = last_time >= self._started_at - INACTIVE_AFTER_S
         events: list[Event] = [
-            _anomaly(run, a.finding, push=a.push and watched, when=last_time)
+            _anomaly(run, a.finding, push=a.push and news, when=last_time)
             for a in tracking.detectors.end(last_step, last_time)
         ]
         if events:

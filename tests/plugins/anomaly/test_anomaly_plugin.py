@@ -662,8 +662,8 @@ async def test_a_finished_run_has_its_end_judged_at_once(store: AsyncStore) -> N
 
 
 async def test_once_judges_the_end_of_a_finished_run_before_it_stops(store: AsyncStore) -> None:
-    """`tunewatch run --once` on a finished run's log: its end is in the record it leaves (as
-    history: the run ended before tunewatch started)."""
+    """`tunewatch run --once` on a run that finished minutes ago: its end is told (a daemon
+    restarted, or killed, right after a run ended does the same)."""
     run_id = await store.call(store.store.ensure_run, "/runs/a", "run-a")
     await record(store, "run-a", overfit_at_the_end(time.time() - 100))
     await set_status(store, run_id, "completed")
@@ -671,7 +671,7 @@ async def test_once_judges_the_end_of_a_finished_run_before_it_stops(store: Asyn
     await h.plugin.start()
     await h.plugin.stop()
     await h.settle()
-    assert end_alerts(h) == [("inverted_loss", 194, False)]
+    assert end_alerts(h) == [("inverted_loss", 194, True)]
 
 
 async def test_a_run_that_ended_before_tunewatch_started_is_history(store: AsyncStore) -> None:
@@ -681,7 +681,8 @@ async def test_a_run_that_ended_before_tunewatch_started_is_history(store: Async
     await h.plugin.start()
     await h.plugin.check_ends()
     await h.finish()
-    # Recorded (`tunewatch events` lists it), not pushed: it is old news.
+    # Silent for two hours when tunewatch started ("inactive since ..."): recorded (`tunewatch
+    # events` lists it), not pushed, as it is old news.
     assert end_alerts(h) == [("inverted_loss", 194, False)]
 
 
