@@ -93,9 +93,7 @@ class _EvalOverfit:
         self.train_count_at_best = 0
         self.train_count_now = 0
         self.overfitting = False  # said, and the eval loss has not beaten its best since
-        # For the run's end: the newest evaluation, and the train losses up to the best one
-        # and since it.
-        self.latest: float | None = None
+        # For the run's end: the train losses up to the best evaluation and since it.
         self.train_to_best = RollingWindow(END_TRAIN_POINTS)
         self.train_since_best = RollingWindow(END_TRAIN_POINTS)
 
@@ -110,7 +108,6 @@ class _EvalOverfit:
         if value is None:
             return None
         self.seen += 1
-        self.latest = value
         self.recent.push(value)
         if value > 0.0:
             self.noise.push(math.log(value))
@@ -151,9 +148,10 @@ class _EvalOverfit:
         loss swinging by 30 % between evaluations, 28 % up for its last three). Not said when
         the live reading already said it, and said once.
         """
-        best, latest = self.best, self.latest
-        if not self.end_may_tell() or best is None or latest is None or best <= 0.0:
+        best = self.best
+        if not self.end_may_tell() or best is None or best <= 0.0:
             return None
+        latest = self.recent.values()[-1]  # (there is one: the best is an evaluation)
         if self.seen < self.warmup_evals:
             return None
         if latest - best < LATEST_RISE * best:
@@ -250,7 +248,6 @@ class _EvalOverfit:
             "train_count_at_best": self.train_count_at_best,
             "train_count_now": self.train_count_now,
             "overfitting": self.overfitting,
-            "latest": self.latest,
             "train_to_best": self.train_to_best.state(),
             "train_since_best": self.train_since_best.state(),
         }
@@ -276,7 +273,6 @@ class _EvalOverfit:
         self.overfitting = bool(state["overfitting"])
         # (A state saved before ends were judged has none of these: the end then compares
         # only the train losses logged since the restart.)
-        self.latest = optional_float(state.get("latest"))
         if "train_to_best" in state:
             self.train_to_best.restore(state["train_to_best"])
             self.train_since_best.restore(state["train_since_best"])
